@@ -1,0 +1,106 @@
+"""Checkpoints: plain-typed dicts written atomically and read with `weights_only=True`.
+
+A checkpoint rebuilds its model with no script: `model, ckpt = load_model(path)`. It holds
+    format, model {name, args}, state_dict, data {format, train_bands, val_bands, normalization,
+    image_size, ...}, metrics, epoch, parameters, constants
+and `last.pt` adds `training_state` (optimizer, scheduler, scaler, counters, RNG states) for RESUME.
+"""
+from __future__ import annotations
+
+import math
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lib.model import build_model
+
+FORMAT = "sar-kd-flood/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and the problem."""
+
+
+def plain(value: Any) -> Any:
+    """JSON- and weights_only-safe copy: numpy scalars/arrays and tuples become Python types."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else value
+    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
+        return value
+    return repr(value)
+
+
+def save_checkpoint(checkpoint: dict, path: Path | str) -> None:
+    """Write to a temporary file in the same folder, flush it to disk, then rename over `path`, so a
+    crash mid-write leaves the previous checkpoint intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as handle:
+            torch.save(checkpoint, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def read_checkpoint(path: Path | str) -> dict:
+    """torch.load with weights_only=True: a checkpoint that would run code on load is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(f"{path}: refused to load: it holds objects other than tensors and plain "
+                              f"Python types (a checkpoint from an unknown source could run code). "
+                              f"Detail: {str(error).splitlines()[0]}") from None
+    except Exception as error:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a {FORMAT} checkpoint (missing or wrong 'format' key)")
+    return checkpoint
+
+
+def load_state(model: nn.Module, state_dict: dict, source: str) -> None:
+    """load_state_dict with a message that names the keys that do not fit."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    mismatched = sorted(f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
+                        for k in set(own) & set(state_dict) if own[k].shape != state_dict[k].shape)
+    problems = [f"{label}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}"
+                for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                                    ("shape mismatch (checkpoint vs model)", mismatched)) if keys]
+    if problems:
+        raise CheckpointError(f"{source}: weights do not fit the model; " + "; ".join(problems))
+    model.load_state_dict(state_dict)
+
+
+def load_model(path: Path | str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the model of a checkpoint from the checkpoint alone; returns (model in eval mode, checkpoint)."""
+    checkpoint = read_checkpoint(path)
+    spec = checkpoint["model"]
+    try:
+        model = build_model(spec["name"], spec.get("args"))
+    except (KeyError, TypeError) as error:
+        raise CheckpointError(f"{path}: cannot rebuild model {spec.get('name')!r}: {error}") from None
+    load_state(model, checkpoint["state_dict"], str(path))
+    return model.to(device).eval(), checkpoint

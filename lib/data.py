@@ -1,0 +1,41 @@
+"""Datasets of either layout, chosen by DATA_FORMAT, and the data settings a checkpoint records.
+
+"bands": the band-agnostic 02_kfold layout (lib/dataset.py); "kompsat5": list files of 16-bit HH
+amplitude GeoTIFFs (lib/kompsat5.py).
+"""
+from __future__ import annotations
+
+from lib.augmentation import train_augmentation
+from lib.bands import BAND_RANGES, band_range
+from lib.dataset import BandPatchDataset
+
+DATA_FORMATS = ("bands", "kompsat5")
+
+
+def data_settings(c: dict) -> dict:
+    """What a model trained with constants `c` expects of its input (kept in every checkpoint)."""
+    bands = list(dict.fromkeys([*c["TRAIN_BANDS"], *c["VAL_BANDS"]]))
+    settings = {"format": c["DATA_FORMAT"], "train_bands": list(c["TRAIN_BANDS"]), "val_bands": list(c["VAL_BANDS"]),
+                "normalization": {band: list(band_range(band, BAND_RANGES)) for band in bands},
+                "image_size": int(c["IMAGE_SIZE"])}
+    if c["DATA_FORMAT"] == "kompsat5":
+        from lib.kompsat5 import kompsat5_settings
+        settings.update(kompsat5_settings(c))
+    return settings
+
+
+def build_datasets(c: dict, log=print):
+    """(train, val) datasets for the constants `c`; reports counts and skipped items."""
+    if c["DATA_FORMAT"] not in DATA_FORMATS:
+        raise SystemExit(f"error: DATA_FORMAT={c['DATA_FORMAT']!r}; expected one of {', '.join(DATA_FORMATS)}")
+    if c["DATA_FORMAT"] == "kompsat5":
+        from lib.kompsat5 import build_kompsat5_datasets
+        train_set, val_set = build_kompsat5_datasets(c)
+    else:
+        transform = train_augmentation(c["SEED"]) if c["AUGMENT"] else None
+        train_set = BandPatchDataset(c["DATA_ROOT"], "train", c["TRAIN_BANDS"], train=True, transform=transform,
+                                     image_size=c["IMAGE_SIZE"], preload=c["PRELOAD"])
+        val_set = BandPatchDataset(c["DATA_ROOT"], "val", c["VAL_BANDS"], train=False,
+                                   image_size=c["IMAGE_SIZE"], preload=c["PRELOAD"])
+    log(f"data {c['DATA_ROOT']} ({c['DATA_FORMAT']}): {train_set.report()}; {val_set.report()}")
+    return train_set, val_set

@@ -1,0 +1,35 @@
+"""Focal Tversky loss for binary water masks, with no-data pixels ignored.
+
+    TI = (TP + s) / (TP + alpha * FP + beta * FN + s),   loss = (1 - TI) ** gamma
+
+computed over the whole batch (as smp's binary TverskyLoss does) on sigmoid probabilities. Unlike
+smp's TverskyLoss, a batch without any water still counts: with smoothing s = 1, false positives on a
+dry batch lower TI, so they are penalized, and a perfect dry prediction gives 0. (1 - TI) is clamped
+away from 0 so that gamma < 1 never yields an infinite or NaN gradient.
+
+Default gamma 0.75 is the focal exponent of Abraham & Khan (2019, 1/gamma with gamma = 4/3);
+gamma = 1 is plain Tversky, which is what the published SAR-KD-Flood code computes.
+"""
+from __future__ import annotations
+
+import torch
+from segmentation_models_pytorch.losses._functional import soft_tversky_score
+from torch import nn
+
+from lib.dataset import IGNORE_INDEX
+
+
+class FocalTverskyLoss(nn.Module):
+    def __init__(self, alpha: float = 0.3, beta: float = 0.7, gamma: float = 0.75,
+                 smooth: float = 1.0, eps: float = 1e-7, ignore_index: int = IGNORE_INDEX):
+        super().__init__()
+        self.alpha, self.beta, self.gamma = alpha, beta, gamma
+        self.smooth, self.eps, self.ignore_index = smooth, eps, ignore_index
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """logits [B, 1, H, W] (raw), target [B, 1, H, W] with 0/1 and ignore_index."""
+        valid = target != self.ignore_index
+        probability = torch.sigmoid(logits.float()) * valid  # ignored pixels count as neither FP nor TP
+        truth = (target == 1).float()
+        score = soft_tversky_score(probability, truth, self.alpha, self.beta, self.smooth, self.eps)
+        return (1.0 - score).clamp_min(self.eps) ** self.gamma

@@ -1,0 +1,53 @@
+"""Dataset-wide confusion counts per band, and the metrics derived from them (smp.metrics).
+
+Counts are summed over the whole split before any ratio is taken, so a metric is the dataset-wide
+value, not a mean of per-batch values. The `_<band>` keys are per band; the plain keys average bands.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import segmentation_models_pytorch as smp
+import torch
+
+from lib.dataset import IGNORE_INDEX
+
+METRICS = {"iou": smp.metrics.iou_score, "f1": smp.metrics.f1_score, "precision": smp.metrics.precision,
+           "recall": smp.metrics.recall, "accuracy": smp.metrics.accuracy}
+
+
+def confusion_counts(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """[B, 4] int64 water-class counts (tp, fp, fn, tn) per image; no-data pixels are left out."""
+    prediction = (logits >= 0).long()[:, 0]  # sigmoid(logit) >= 0.5
+    stats = smp.metrics.get_stats(prediction, target[:, 0].long(), mode="multiclass", num_classes=2,
+                                  ignore_index=IGNORE_INDEX)
+    return torch.stack([s[:, 1] for s in stats], dim=1)
+
+
+def metrics_from_counts(counts: torch.Tensor) -> dict[str, float]:
+    """Metrics from summed (tp, fp, fn, tn) counts [4]; an empty ratio (0/0) counts as 1."""
+    tp, fp, fn, tn = (counts[i].reshape(1, 1) for i in range(4))
+    # smp's micro reduction leaves 0/0 as NaN whatever zero_division says
+    return {name: float(torch.nan_to_num(metric(tp, fp, fn, tn, reduction="micro"), nan=1.0))
+            for name, metric in METRICS.items()}
+
+
+class BandConfusion:
+    """Accumulates confusion counts per band over a whole split."""
+
+    def __init__(self, bands: Sequence[str]):
+        self.bands = tuple(bands)
+        self.counts = torch.zeros(len(self.bands), 4, dtype=torch.long)
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor, band_index: torch.Tensor) -> None:
+        stats = confusion_counts(logits.detach(), target).cpu()
+        self.counts.index_add_(0, band_index.cpu(), stats)
+
+    def compute(self) -> dict[str, float]:
+        result: dict[str, float] = {}
+        per_band = {band: metrics_from_counts(self.counts[i]) for i, band in enumerate(self.bands)}
+        for name in METRICS:
+            for band in self.bands:
+                result[f"{name}_{band}"] = per_band[band][name]
+            result[name] = sum(per_band[band][name] for band in self.bands) / len(self.bands)
+        return result
