@@ -10,10 +10,21 @@ from lib.bands import BAND_RANGES, band_range
 from lib.dataset import BandPatchDataset
 
 DATA_FORMATS = ("bands", "kompsat5")
+KOMPSAT5_BANDS = ("HH",)
+
+
+def resolve_data_constants(c: dict) -> dict:
+    """Constants that follow from DATA_FORMAT: KOMPSAT-5 scenes have one band, HH."""
+    if c["DATA_FORMAT"] not in DATA_FORMATS:
+        raise SystemExit(f"error: DATA_FORMAT={c['DATA_FORMAT']!r}; expected one of {', '.join(DATA_FORMATS)}")
+    if c["DATA_FORMAT"] == "kompsat5":
+        return {**c, "TRAIN_BANDS": KOMPSAT5_BANDS, "VAL_BANDS": KOMPSAT5_BANDS}
+    return c
 
 
 def data_settings(c: dict) -> dict:
     """What a model trained with constants `c` expects of its input (kept in every checkpoint)."""
+    c = resolve_data_constants(c)
     bands = list(dict.fromkeys([*c["TRAIN_BANDS"], *c["VAL_BANDS"]]))
     settings = {"format": c["DATA_FORMAT"], "train_bands": list(c["TRAIN_BANDS"]), "val_bands": list(c["VAL_BANDS"]),
                 "normalization": {band: list(band_range(band, BAND_RANGES)) for band in bands},
@@ -26,8 +37,7 @@ def data_settings(c: dict) -> dict:
 
 def build_datasets(c: dict, log=print):
     """(train, val) datasets for the constants `c`; reports counts and skipped items."""
-    if c["DATA_FORMAT"] not in DATA_FORMATS:
-        raise SystemExit(f"error: DATA_FORMAT={c['DATA_FORMAT']!r}; expected one of {', '.join(DATA_FORMATS)}")
+    c = resolve_data_constants(c)
     if c["DATA_FORMAT"] == "kompsat5":
         from lib.kompsat5 import build_kompsat5_datasets
         train_set, val_set = build_kompsat5_datasets(c)

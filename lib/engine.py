@@ -25,11 +25,11 @@ from tqdm import tqdm
 
 from lib.augmentation import seed_worker
 from lib.checkpoint import FORMAT, load_state, plain, read_checkpoint, save_checkpoint
-from lib.data import build_datasets, data_settings
+from lib.data import build_datasets, data_settings, resolve_data_constants
 from lib.encoder_weights import load_encoder_weights
 from lib.loss import FocalTverskyLoss
 from lib.metrics import BandConfusion
-from lib.model import build_model, parameter_counts, used_parameters
+from lib.model import build_model, used_parameters
 from lib.plotting import plot_curves
 from lib.runtime import (autocast, library_versions, resolve_device, resolve_precision, resolve_workers,
                          seed_everything)
@@ -131,12 +131,10 @@ def evaluate(model: nn.Module, loader, loss_fn: nn.Module, bands, device: torch.
         confusion.update(logits.float(), targets, band_index)
     totals = torch.cat([loss_sum.reshape(1).cpu(), torch.tensor([float(items)], dtype=torch.float64)])
     if dist.is_initialized():
-        counts = confusion.counts.to(device)
-        totals = totals.to(device)
-        dist.all_reduce(counts)
-        dist.all_reduce(totals)
-        confusion.counts = counts.cpu()
-        totals = totals.cpu()
+        reduced = [t.to(device) for t in (confusion.counts, confusion.image_iou, totals)]
+        for tensor in reduced:
+            dist.all_reduce(tensor)
+        confusion.counts, confusion.image_iou, totals = (t.cpu() for t in reduced)
     model.train(was_training)
     return float(totals[0] / max(totals[1], 1.0)), confusion.compute()
 
@@ -147,7 +145,7 @@ def train(constants: dict, model_name: str, model_args: dict,
           objective: Callable | None = None, extra_summary: Callable[[], dict] | None = None) -> dict:
     """Train `model_name` with the script's constants; writes best.pt, last.pt, history.csv,
     summary.json and curves.png to OUTPUT_DIR and returns the summary."""
-    c = {**DEFAULTS, **constants}
+    c = resolve_data_constants({**DEFAULTS, **constants})
     started = time.time()
     rank, world_size, device = distributed_context(c["DEVICE"])
     is_main = rank == 0
@@ -169,8 +167,9 @@ def train(constants: dict, model_name: str, model_args: dict,
     if hasattr(model, "encoder") and "ENCODER_WEIGHTS" in constants:
         encoder_weights = load_encoder_weights(model, c["ENCODER_WEIGHTS"], model_args.get("encoder_name", "mobilenet_v2"), log)
     model.to(device)
-    counts = parameter_counts(model, c["IMAGE_SIZE"])
     used = {id(p) for p in used_parameters(model, c["IMAGE_SIZE"])}
+    counts = {"held": sum(p.numel() for p in model.parameters()),
+              "used": sum(p.numel() for p in model.parameters() if id(p) in used)}
     for p in model.parameters():
         p.requires_grad_(id(p) in used)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -180,6 +179,8 @@ def train(constants: dict, model_name: str, model_args: dict,
 
     loss_fn = supervised_loss(c).to(device)
     objective = objective or SupervisedObjective(loss_fn)
+    if hasattr(objective, "start"):  # a plug-in's one-time setup (kd.py: move its teacher, score it on val)
+        objective.start(device=device, val_loader=val_loader, precision=precision)
     optimizer = torch.optim.AdamW(trainable, lr=c["LR"], weight_decay=c["WEIGHT_DECAY"])
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=c["PLATEAU_FACTOR"],
                                                          patience=c["PLATEAU_PATIENCE"])

@@ -2,6 +2,10 @@
 
 Counts are summed over the whole split before any ratio is taken, so a metric is the dataset-wide
 value, not a mean of per-batch values. The `_<band>` keys are per band; the plain keys average bands.
+
+`iou_per_image` is the convention of the published KOMPSAT-5 evaluation: the mean over images of each
+image's water IoU, where an image without water scores the IoU of the inverted masks (land IoU)
+instead of 0/0. It is reported beside, never instead of, the dataset-wide `iou`.
 """
 from __future__ import annotations
 
@@ -24,6 +28,14 @@ def confusion_counts(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     return torch.stack([s[:, 1] for s in stats], dim=1)
 
 
+def per_image_iou(stats: torch.Tensor) -> torch.Tensor:
+    """[B] IoU of each image from its [B, 4] counts; images without water use the land IoU."""
+    tp, fp, fn, tn = stats.double().unbind(1)
+    water = tp / (tp + fp + fn).clamp_min(1)
+    land = tn / (tn + fp + fn).clamp_min(1)
+    return torch.where(tp + fn > 0, water, land)
+
+
 def metrics_from_counts(counts: torch.Tensor) -> dict[str, float]:
     """Metrics from summed (tp, fp, fn, tn) counts [4]; an empty ratio (0/0) counts as 1."""
     tp, fp, fn, tn = (counts[i].reshape(1, 1) for i in range(4))
@@ -38,10 +50,13 @@ class BandConfusion:
     def __init__(self, bands: Sequence[str]):
         self.bands = tuple(bands)
         self.counts = torch.zeros(len(self.bands), 4, dtype=torch.long)
+        self.image_iou = torch.zeros(len(self.bands), 2, dtype=torch.float64)  # sum of per-image IoU, images
 
     def update(self, logits: torch.Tensor, target: torch.Tensor, band_index: torch.Tensor) -> None:
         stats = confusion_counts(logits.detach(), target).cpu()
-        self.counts.index_add_(0, band_index.cpu(), stats)
+        band_index = band_index.cpu()
+        self.counts.index_add_(0, band_index, stats)
+        self.image_iou.index_add_(0, band_index, torch.stack([per_image_iou(stats), torch.ones(len(stats))], 1))
 
     def compute(self) -> dict[str, float]:
         result: dict[str, float] = {}
@@ -50,4 +65,7 @@ class BandConfusion:
             for band in self.bands:
                 result[f"{name}_{band}"] = per_band[band][name]
             result[name] = sum(per_band[band][name] for band in self.bands) / len(self.bands)
+        for i, band in enumerate(self.bands):
+            result[f"iou_per_image_{band}"] = float(self.image_iou[i, 0] / self.image_iou[i, 1].clamp_min(1))
+        result["iou_per_image"] = sum(result[f"iou_per_image_{b}"] for b in self.bands) / len(self.bands)
         return result

@@ -6,14 +6,19 @@ A checkpoint stores the name and the arguments, so `build_model(**checkpoint["mo
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
+from lib.architectures.deepunet import DeepUNet
+from lib.architectures.fcn import FCN8s
+from lib.architectures.hrnet import HRNetV2Seg
 from lib.architectures.mlp import MLP256
 from lib.architectures.psp_mixer import PSPMixer
+from lib.architectures.unet_classic import UNetClassic
 from lib.architectures.unet_light import UnetLight
 
 
@@ -37,6 +42,12 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "MLP_256": MLP256,
     "UnetLight": UnetLight,
     "PSPMixer": PSPMixer,
+    # the KOMPSAT-5 water-segmentation family
+    "FCN_VGG16": partial(FCN8s, backbone="vgg16"),
+    "FCN_VGG19": partial(FCN8s, backbone="vgg19"),
+    "UNet_Classic": UNetClassic,
+    "DeepUNet": DeepUNet,
+    "HRNet": HRNetV2Seg,
 }
 
 

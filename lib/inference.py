@@ -1,0 +1,416 @@
+"""Whole-scene inference: tiled, overlapping, blended, in bounded memory.
+
+    summary = predict_file(model, checkpoint["data"], "scene.tif", "mask.tif")
+
+The engine (`predict_tiled`) walks a scene of any size in horizontal strips of one tile row. Each strip
+is read from a *reader*, normalized as in training (lib/bands.py), cut into overlapping tiles (the last
+tile of a row or column is aligned to the scene edge; a scene smaller than one tile is reflect-padded),
+run through the model in batches, and the tiles' water probabilities are accumulated with a blending
+window (flat in the middle, a linear ramp over the overlap) and divided by the accumulated weight, so
+neighbouring tiles fade into each other without seams. Rows that no later tile touches are finished and
+handed to a *sink*; only one strip of accumulators (tile x width) is ever held, so memory does not grow
+with the scene's height (a 20000 x 20000 scene needs a few hundred MiB).
+
+Readers: `ArrayReader` (a numpy array or memory-mapped .npy), `RasterReader` (one band of a rasterio
+dataset, read by windows). Sinks: `MaskSink` (thresholded uint8 mask 1 water / 0 not water / 255 no-data
+and optionally float32 probabilities) over writers `ArrayWriter` / `RasterWriter` (rasterio windows,
+whole block rows at a time). Models whose token MLP ties them to one input size (PSPMixer) need
+tile == the checkpoint's image_size; every other model takes any tile its strides divide.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from lib.bands import normalize
+
+NODATA = 255                      # no-data value of the mask
+MASK_BLOCK = 256                  # GeoTIFF block size of the outputs
+GDAL_CACHE_MB = 128               # GDAL's block cache (its default, 5% of RAM, would count as "our" memory)
+QUICKLOOK_SIDE = 1024             # long side of the quick-look PNG, at most
+
+
+class InferenceError(ValueError):
+    """Bad settings or input for whole-scene inference; the message says what to change."""
+
+
+# ----------------------------------------------------------------------------------------- geometry
+
+def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles along an axis: every `tile - overlap` pixels, the last one aligned to the
+    end (so no tile hangs over the edge); a single tile at 0 when the axis is not longer than a tile."""
+    if tile <= 0 or not 0 <= overlap < tile:
+        raise InferenceError(f"need tile > 0 and 0 <= overlap < tile, got tile {tile}, overlap {overlap}")
+    if length <= tile:
+        return [0]
+    origins = list(range(0, length - tile, tile - overlap))
+    return origins + [length - tile]
+
+
+def blend_window(tile: int, overlap: int) -> np.ndarray:
+    """[tile, tile] float32 weights: 1 in the middle, a linear ramp from about 1/(2*overlap) up to 1 over
+    the `overlap` pixels at each side (the product of two 1-D ramps). Two tiles overlapping by exactly
+    `overlap` have weights that sum to 1; the weight never reaches 0, so every pixel has some."""
+    index = np.arange(tile, dtype=np.float64) + 0.5
+    if overlap > 0:
+        ramp = np.minimum(1.0, np.minimum(index, tile - index) / overlap)
+    else:
+        ramp = np.ones(tile)
+    return np.outer(ramp, ramp).astype(np.float32)
+
+
+def pad_to(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Reflect-pad a 2-D array at the bottom/right up to (height, width) (edge mode for 1-pixel sides)."""
+    pad_h, pad_w = max(0, height - array.shape[0]), max(0, width - array.shape[1])
+    if not pad_h and not pad_w:
+        return array
+    mode = "reflect" if min(array.shape) > 1 else "edge"
+    return np.pad(array, ((0, pad_h), (0, pad_w)), mode=mode)
+
+
+# ------------------------------------------------------------------------------------------ readers
+
+class Reader(Protocol):
+    height: int
+    width: int
+
+    def read(self, row0: int, row1: int) -> np.ndarray:
+        """Rows [row0, row1) as float32 raw values; no-data pixels as NaN."""
+
+
+class ArrayReader:
+    """A 2-D numpy array (or a memory map of a .npy file, read a strip at a time)."""
+
+    def __init__(self, array: np.ndarray, nodata: float | None = None):
+        if array.ndim != 2:
+            raise InferenceError(f"expected a single-band 2-D array, got shape {tuple(array.shape)}")
+        self.array, self.nodata = array, nodata
+        self.height, self.width = array.shape
+
+    def read(self, row0: int, row1: int) -> np.ndarray:
+        rows = np.array(self.array[row0:row1], dtype=np.float32)
+        if self.nodata is not None and np.isfinite(self.nodata):
+            rows[self.array[row0:row1] == self.nodata] = np.nan
+        return rows
+
+
+class RasterReader:
+    """One band of an open rasterio dataset, read by windows; the dataset's nodata value becomes NaN."""
+
+    def __init__(self, dataset, band: int = 1):
+        if not 1 <= band <= dataset.count:
+            raise InferenceError(f"{dataset.name}: band {band} requested, the raster has {dataset.count}")
+        self.dataset, self.band = dataset, band
+        self.height, self.width = dataset.height, dataset.width
+        self.nodata = dataset.nodatavals[band - 1]
+
+    def read(self, row0: int, row1: int) -> np.ndarray:
+        from rasterio.windows import Window
+        raw = self.dataset.read(self.band, window=Window(0, row0, self.width, row1 - row0))
+        rows = raw.astype(np.float32, copy=True)
+        if self.nodata is not None and not np.isnan(self.nodata):
+            rows[raw == self.nodata] = np.nan
+        return rows
+
+
+def make_preprocess(band: str, normalization: dict, units: str = "db") -> Callable[[np.ndarray], tuple]:
+    """raw rows -> (image float32 in [0, 1], invalid bool): linear power is turned into dB first, then
+    clip-and-scale with the checkpoint's range for `band`; NaN/inf (and <= 0 linear power) are invalid."""
+    if units not in ("db", "linear"):
+        raise InferenceError(f"units must be 'db' or 'linear', got {units!r}")
+    if band not in normalization:
+        raise InferenceError(f"band {band!r} has no normalization range in the checkpoint "
+                             f"(it knows {', '.join(normalization)}); pass --band with one of those")
+
+    def preprocess(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if units == "linear":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                raw = 10.0 * np.log10(raw)
+        return normalize(raw, band, normalization)
+    return preprocess
+
+
+# ------------------------------------------------------------------------------------ writers / sinks
+
+class ArrayWriter:
+    """Writes rows into a numpy array (in memory, or a .npy memory map from np.lib.format.open_memmap)."""
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+
+    def write(self, row0: int, rows: np.ndarray) -> None:
+        self.array[row0:row0 + len(rows)] = rows
+
+    def close(self) -> None:
+        if hasattr(self.array, "flush"):
+            self.array.flush()
+
+
+class RasterWriter:
+    """Writes rows into band 1 of an open rasterio dataset. Rows are buffered and written a whole block
+    row at a time, so a compressed, tiled GeoTIFF gets every block exactly once."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self.block = dataset.block_shapes[0][0]
+        self.pending: list[np.ndarray] = []
+        self.start = 0        # first row of the pending buffer
+        self.count = 0        # rows pending
+
+    def write(self, row0: int, rows: np.ndarray) -> None:
+        if row0 != self.start + self.count:
+            raise RuntimeError(f"rows must arrive in order: expected row {self.start + self.count}, got {row0}")
+        self.pending.append(np.asarray(rows))
+        self.count += len(rows)
+        if self.count >= self.block:
+            self._flush(self.count - self.count % self.block)
+
+    def _flush(self, n: int) -> None:
+        from rasterio.windows import Window
+        if n <= 0:
+            return
+        buffer = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
+        self.dataset.write(buffer[:n], 1, window=Window(0, self.start, self.dataset.width, n))
+        rest = buffer[n:]
+        self.pending = [rest] if len(rest) else []
+        self.start += n
+        self.count -= n
+
+    def close(self) -> None:
+        self._flush(self.count)
+
+
+class Sink(Protocol):
+    def write(self, row0: int, probability: np.ndarray, invalid: np.ndarray) -> None:
+        """Finished rows: blended water probability (float32) and the input's no-data mask."""
+
+
+class MaskSink:
+    """Thresholds probabilities into the uint8 mask (1 water, 0 not water, 255 no-data) and, with
+    `probability` given, writes the float32 probabilities too (NaN where the input has no data)."""
+
+    def __init__(self, mask, probability=None, threshold: float = 0.5):
+        self.mask, self.probability, self.threshold = mask, probability, threshold
+        self.water = self.valid = 0
+
+    def write(self, row0: int, probability: np.ndarray, invalid: np.ndarray) -> None:
+        mask = (probability >= self.threshold).astype(np.uint8)
+        mask[invalid] = NODATA
+        self.water += int((mask == 1).sum())
+        self.valid += int(mask.size - invalid.sum())
+        self.mask.write(row0, mask)
+        if self.probability is not None:
+            probability = probability.astype(np.float32, copy=True)
+            probability[invalid] = np.nan
+            self.probability.write(row0, probability)
+
+    def close(self) -> None:
+        self.mask.close()
+        if self.probability is not None:
+            self.probability.close()
+
+
+# -------------------------------------------------------------------------------------------- engine
+
+def check_tile(model: nn.Module, tile: int, device: torch.device) -> None:
+    """One dummy forward pass at the tile size, so a tile the model cannot take fails with a clear
+    message before any work (PSPMixer needs its image_size; smp models need multiples of their stride)."""
+    try:
+        with torch.inference_mode():
+            out = model(torch.zeros(1, 1, tile, tile, device=device))
+    except Exception as error:  # noqa: BLE001 - every model reports its own constraint
+        raise InferenceError(f"the model cannot run on {tile}x{tile} tiles: {error}. "
+                             f"Use --tile with a size it accepts (the checkpoint's image_size always works)") from None
+    if tuple(out.shape[-2:]) != (tile, tile) or out.shape[1] != 1:
+        raise InferenceError(f"the model maps a {tile}x{tile} tile to shape {tuple(out.shape)}; "
+                             f"expected one logit channel at the input size")
+
+
+@torch.inference_mode()
+def predict_tiled(model: nn.Module, reader: Reader, sink: Sink, preprocess: Callable, *, tile: int = 256,
+                  overlap: int = 64, batch_size: int = 16, device: str | torch.device = "cpu",
+                  progress: bool = True) -> dict:
+    """Run `model` over the whole scene of `reader`, tile by tile, and hand finished rows to `sink`
+    top to bottom. Returns {height, width, tiles, seconds}."""
+    device = torch.device(device)
+    height, width = reader.height, reader.width
+    if height < 1 or width < 1:
+        raise InferenceError(f"empty scene ({height} x {width})")
+    check_tile(model, tile, device)
+    rows, cols = tile_origins(height, tile, overlap), tile_origins(width, tile, overlap)
+    window = blend_window(tile, overlap)
+    strip_width = max(width, tile)
+    probability_sum = np.zeros((tile, width), np.float32)  # rows [origin, origin + tile) of the scene
+    weight_sum = np.zeros((tile, width), np.float32)
+    started = time.perf_counter()
+    bar = tqdm(total=len(rows) * len(cols), desc="tiles", unit="tile", disable=None if progress else True,
+               mininterval=1.0, smoothing=0.1)
+    for index, row0 in enumerate(rows):
+        row1 = min(row0 + tile, height)
+        image, invalid = preprocess(reader.read(row0, row1))
+        strip = pad_to(image, tile, strip_width)
+        h = row1 - row0
+        for start in range(0, len(cols), batch_size):
+            batch_cols = cols[start:start + batch_size]
+            batch = np.stack([strip[:, c:c + tile] for c in batch_cols])[:, None]
+            logits = model(torch.from_numpy(batch).to(device))
+            probabilities = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+            for col0, probability in zip(batch_cols, probabilities):
+                w = min(tile, width - col0)
+                weights = window[:h, :w]
+                probability_sum[:h, col0:col0 + w] += probability[:h, :w] * weights
+                weight_sum[:h, col0:col0 + w] += weights
+            bar.update(len(batch_cols))
+        done = (rows[index + 1] if index + 1 < len(rows) else height) - row0  # rows no later tile touches
+        sink.write(row0, probability_sum[:done] / weight_sum[:done], invalid[:done])
+        # keep the rows the next tile row overlaps, moved to the top of the accumulators
+        probability_sum[:tile - done] = probability_sum[done:].copy()
+        weight_sum[:tile - done] = weight_sum[done:].copy()
+        probability_sum[tile - done:] = 0.0
+        weight_sum[tile - done:] = 0.0
+    bar.close()
+    return {"height": height, "width": width, "tiles": len(rows) * len(cols),
+            "seconds": time.perf_counter() - started}
+
+
+# ----------------------------------------------------------------------------------- files and scenes
+
+def open_input(path: Path, raster_band: int = 1):
+    """(reader, profile of the input, closer) for a GeoTIFF/any GDAL raster or a .npy file."""
+    if path.suffix.lower() == ".npy":
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except Exception as error:
+            raise InferenceError(f"{path}: not a readable .npy array ({type(error).__name__}: {error})") from None
+        if array.ndim == 3 and array.shape[0] >= raster_band:
+            array = array[raster_band - 1]
+        return ArrayReader(array), {"crs": None, "transform": None, "gcps": None}, lambda: None
+    import rasterio
+    try:
+        dataset = rasterio.open(path)
+    except Exception as error:
+        raise InferenceError(f"{path}: cannot open the raster ({error})") from None
+    gcps = dataset.gcps if dataset.gcps and dataset.gcps[0] else None
+    georeferenced = dataset.transform != rasterio.Affine.identity() or dataset.crs is not None
+    profile = {"crs": dataset.crs, "transform": dataset.transform if georeferenced else None, "gcps": gcps}
+    return RasterReader(dataset, raster_band), profile, dataset.close
+
+
+def create_output(path: Path, height: int, width: int, dtype: str, nodata, geo: dict):
+    """A writer for a new single-band output: a .npy memory map, or a tiled deflate GeoTIFF with the
+    input's CRS and transform (and GCPs). Returns (writer, closer)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".npy":
+        array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(height, width))
+        return ArrayWriter(array), lambda: None
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+    profile = dict(driver="GTiff", height=height, width=width, count=1, dtype=dtype, nodata=nodata,
+                   compress="deflate", BIGTIFF="IF_SAFER")
+    if height >= MASK_BLOCK and width >= MASK_BLOCK:
+        profile.update(tiled=True, blockxsize=MASK_BLOCK, blockysize=MASK_BLOCK)
+    if geo.get("crs") is not None:
+        profile["crs"] = geo["crs"]
+    if geo.get("transform") is not None:
+        profile["transform"] = geo["transform"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        dataset = rasterio.open(path, "w", **profile)
+    if geo.get("gcps") is not None and geo.get("transform") is None:
+        dataset.gcps = geo["gcps"]
+    return RasterWriter(dataset), dataset.close
+
+
+def read_decimated(path: Path, max_side: int, raster_band: int = 1) -> np.ndarray:
+    """A small copy (long side <= max_side) of one band, by nearest-neighbour decimated reads; NaN for
+    the raster's nodata value. Never reads the full-resolution scene into memory."""
+    if path.suffix.lower() == ".npy":
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        if array.ndim == 3:
+            array = array[raster_band - 1]
+        step = max(1, -(-max(array.shape) // max_side))
+        return np.array(array[::step, ::step], dtype=np.float32)
+    import rasterio
+    from rasterio.enums import Resampling
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with rasterio.open(path) as dataset:
+            step = max(1, -(-max(dataset.height, dataset.width) // max_side))
+            shape = (-(-dataset.height // step), -(-dataset.width // step))
+            raw = dataset.read(raster_band, out_shape=shape, resampling=Resampling.nearest)
+            nodata = dataset.nodatavals[raster_band - 1]
+    out = raw.astype(np.float32)
+    if nodata is not None and not np.isnan(nodata):
+        out[raw == nodata] = np.nan
+    return out
+
+
+def write_quicklook(input_path: Path, mask_path: Path, png_path: Path, preprocess: Callable,
+                    raster_band: int = 1, max_side: int = QUICKLOOK_SIDE) -> Path:
+    """PNG of the (normalized, gray) input with water in blue and no-data in dark red over it."""
+    from PIL import Image
+    image, invalid = preprocess(read_decimated(input_path, max_side, raster_band))
+    mask = read_decimated(mask_path, max_side)
+    h, w = min(image.shape[0], mask.shape[0]), min(image.shape[1], mask.shape[1])
+    image, invalid, mask = image[:h, :w], invalid[:h, :w], mask[:h, :w]
+    gray = np.repeat((image * 255.0)[..., None], 3, axis=2)
+    water = mask == 1
+    gray[water] = 0.45 * gray[water] + 0.55 * np.array([30.0, 110.0, 255.0])
+    gray[(mask == NODATA) | invalid] = np.array([110.0, 20.0, 20.0])
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8)).save(png_path, optimize=True)
+    return png_path
+
+
+def predict_file(model: nn.Module, data: dict, input_path, output_path, *, band: str | None = None,
+                 units: str = "db", raster_band: int = 1, tile: int | None = None, overlap: int | None = None,
+                 batch_size: int = 16, threshold: float = 0.5, probability_path=None, quicklook_path=None,
+                 device: str | torch.device = "cpu", progress: bool = True) -> dict:
+    """Water mask of a whole scene file with a loaded model and its checkpoint's `data` settings.
+
+    band: which band the input is (default the checkpoint's first val band): picks the normalization.
+    tile: default the checkpoint's image_size; overlap: default tile // 4.
+    Writes `output_path` (uint8 GeoTIFF, or .npy), optionally `probability_path` (float32) and
+    `quicklook_path` (PNG). Returns a summary dict."""
+    import rasterio
+    input_path, output_path = Path(input_path), Path(output_path)
+    if not input_path.is_file():
+        raise InferenceError(f"{input_path}: input not found")
+    band = band or (data.get("val_bands") or data.get("train_bands"))[0]
+    tile = int(tile or data.get("image_size", 256))
+    overlap = tile // 4 if overlap is None else int(overlap)
+    preprocess = make_preprocess(band, data["normalization"], units)
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 1024 * 1024):
+        reader, geo, close_input = open_input(input_path, raster_band)
+        closers = [close_input]
+        try:
+            mask_writer, close_mask = create_output(output_path, reader.height, reader.width, "uint8", NODATA, geo)
+            closers.append(close_mask)
+            probability_writer = None
+            if probability_path:
+                probability_writer, close_probability = create_output(Path(probability_path), reader.height,
+                                                                      reader.width, "float32", float("nan"), geo)
+                closers.append(close_probability)
+            sink = MaskSink(mask_writer, probability_writer, threshold)
+            stats = predict_tiled(model, reader, sink, preprocess, tile=tile, overlap=overlap,
+                                  batch_size=batch_size, device=device, progress=progress)
+            sink.close()
+        finally:
+            for close in reversed(closers):
+                close()
+        if quicklook_path:
+            write_quicklook(input_path, output_path, Path(quicklook_path), preprocess, raster_band)
+    megapixels = stats["height"] * stats["width"] / 1e6
+    return {**stats, "band": band, "units": units, "tile": tile, "overlap": overlap, "batch_size": batch_size,
+            "threshold": threshold, "water_fraction": sink.water / max(sink.valid, 1),
+            "nodata_pixels": stats["height"] * stats["width"] - sink.valid,
+            "megapixels_per_s": megapixels / max(stats["seconds"], 1e-9), "output": str(output_path),
+            "probability": str(probability_path) if probability_path else None,
+            "quicklook": str(quicklook_path) if quicklook_path else None}

@@ -1,0 +1,68 @@
+import pytest
+import torch
+from segmentation_models_pytorch.losses import TverskyLoss
+
+from lib.dataset import IGNORE_INDEX
+from lib.loss import FocalTverskyLoss
+
+
+def random_batch(seed=0, water=0.3):
+    g = torch.Generator().manual_seed(seed)
+    target = (torch.rand(4, 1, 32, 32, generator=g) < water).to(torch.uint8)
+    logits = torch.randn(4, 1, 32, 32, generator=g) * 2
+    return logits, target
+
+
+def test_gamma_one_is_plain_tversky_as_in_smp():
+    logits, target = random_batch()
+    ours = FocalTverskyLoss(alpha=0.3, beta=0.7, gamma=1.0, smooth=0.0)(logits, target)
+    smp_loss = TverskyLoss(mode="binary", from_logits=True, alpha=0.3, beta=0.7, gamma=1.0)(logits, target.float())
+    assert torch.allclose(ours, smp_loss, atol=1e-6)
+
+
+def test_gamma_is_a_real_exponent():
+    logits, target = random_batch()
+    plain = FocalTverskyLoss(gamma=1.0)(logits, target)
+    focal = FocalTverskyLoss(gamma=0.75)(logits, target)
+    assert torch.allclose(focal, plain ** 0.75, atol=1e-6)
+
+
+def test_perfect_prediction_gives_about_zero():
+    _, target = random_batch()
+    logits = torch.where(target == 1, 30.0, -30.0)
+    assert FocalTverskyLoss()(logits, target) < 1e-3
+
+
+def test_dry_batch_penalizes_false_positives_and_has_finite_gradients():
+    target = torch.zeros(2, 1, 16, 16, dtype=torch.uint8)
+    loss_fn = FocalTverskyLoss(gamma=0.5)
+    perfect = torch.full((2, 1, 16, 16), -30.0, requires_grad=True)
+    wrong = torch.full((2, 1, 16, 16), 3.0, requires_grad=True)
+    assert loss_fn(perfect, target) < 1e-3
+    assert loss_fn(wrong, target) > 0.5  # smp's TverskyLoss returns 0 here
+    for logits in (perfect, wrong):
+        loss_fn(logits, target).backward()
+        assert torch.isfinite(logits.grad).all()
+
+
+def test_ignored_pixels_do_not_count():
+    logits, target = random_batch()
+    ignored = target.clone()
+    ignored[:, :, :8] = IGNORE_INDEX
+    changed = logits.clone()
+    changed[:, :, :8] = torch.randn(4, 1, 8, 32) * 10
+    loss_fn = FocalTverskyLoss()
+    assert torch.allclose(loss_fn(logits, ignored), loss_fn(changed, ignored))
+    assert not torch.allclose(loss_fn(logits, target), loss_fn(changed, target))
+
+
+@pytest.mark.parametrize("alpha,beta", [(0.3, 0.7)])
+def test_false_negatives_cost_more_than_false_positives(alpha, beta):
+    target = torch.zeros(1, 1, 10, 10, dtype=torch.uint8)
+    target[..., :5, :] = 1  # 50 water pixels
+    base = torch.where(target == 1, 30.0, -30.0)
+    missed, extra = base.clone(), base.clone()
+    missed[..., 0, :] = -30.0  # 10 false negatives
+    extra[..., 9, :] = 30.0    # 10 false positives
+    loss_fn = FocalTverskyLoss(alpha=alpha, beta=beta, gamma=1.0)
+    assert loss_fn(missed, target) > loss_fn(extra, target)
