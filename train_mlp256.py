@@ -3,6 +3,7 @@
     python train_mlp256.py
     python train_mlp256.py EPOCHS=2 DROPOUT=0.1
 """
+from lib.cli import run
 from lib.config import load_constants
 from lib.engine import train
 
@@ -46,4 +47,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -3,6 +3,7 @@
     python train_pspmixer.py
     python train_pspmixer.py EPOCHS=2 PATCH=32 HIDDEN=128
 """
+from lib.cli import run
 from lib.config import load_constants
 from lib.engine import train
 
@@ -50,4 +51,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

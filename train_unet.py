@@ -3,6 +3,7 @@
     python train_unet.py
     python train_unet.py EPOCHS=2 DATA_ROOT=02_kfold/fold_1
 """
+from lib.cli import run
 from lib.config import load_constants
 from lib.engine import train
 
@@ -47,4 +48,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -3,6 +3,7 @@
     python train_unetlight.py
     python train_unetlight.py EPOCHS=2 WIDTH=8
 """
+from lib.cli import run
 from lib.config import load_constants
 from lib.engine import train
 
@@ -45,4 +46,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

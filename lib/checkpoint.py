@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +67,14 @@ def read_checkpoint(path: Path | str) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: not a readable checkpoint (not a file written by torch.save)")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        detail = next((line.strip() for line in str(error).splitlines() if "Unsupported global" in line), "")
         raise CheckpointError(f"{path}: refused to load: it holds objects other than tensors and plain "
-                              f"Python types (a checkpoint from an unknown source could run code). "
-                              f"Detail: {str(error).splitlines()[0]}") from None
+                              f"Python types (a checkpoint from an unknown source could run code). {detail}") from None
     except Exception as error:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:

@@ -10,6 +10,16 @@ import ast
 import sys
 from typing import Any, Mapping, Sequence
 
+# Defaults for the constants a script may leave out; a script's own constants override these.
+DEFAULTS = dict(
+    DATA_FORMAT="bands", DATA_ROOT="02_kfold", TRAIN_LIST="train.txt", VAL_LIST="val.txt",
+    TRAIN_BANDS=("VV", "VH", "B2", "B3", "B4", "NDVI", "NDWI"), VAL_BANDS=("VV", "VH"), IMAGE_SIZE=256,
+    PRELOAD="auto", AUGMENT=True, EPOCHS=40, BATCH_SIZE=32, LR=5e-4, WEIGHT_DECAY=1e-4, WARMUP_EPOCHS=3,
+    PLATEAU_PATIENCE=10, PLATEAU_FACTOR=0.5, PATIENCE=20, SEED=42, FTL_ALPHA=0.30, FTL_BETA=0.70,
+    FTL_GAMMA=0.75, DEVICE="auto", PRECISION="auto", NUM_WORKERS="auto", SYNC_BN=False, OUTPUT_DIR=None,
+    RESUME=False, ENCODER_WEIGHTS=None, PROGRESS=True,
+)
+
 
 class ConfigError(ValueError):
     """A constant override that cannot be applied (unknown name, wrong type, bad syntax)."""

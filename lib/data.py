@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from lib.augmentation import train_augmentation
 from lib.bands import BAND_RANGES, band_range
+from lib.config import DEFAULTS
 from lib.dataset import BandPatchDataset
 
 DATA_FORMATS = ("bands", "kompsat5")
@@ -14,7 +15,8 @@ KOMPSAT5_BANDS = ("HH",)
 
 
 def resolve_data_constants(c: dict) -> dict:
-    """Constants that follow from DATA_FORMAT: KOMPSAT-5 scenes have one band, HH."""
+    """`c` completed with the defaults, and what follows from DATA_FORMAT: KOMPSAT-5 scenes have one band, HH."""
+    c = {**DEFAULTS, **c}
     if c["DATA_FORMAT"] not in DATA_FORMATS:
         raise SystemExit(f"error: DATA_FORMAT={c['DATA_FORMAT']!r}; expected one of {', '.join(DATA_FORMATS)}")
     if c["DATA_FORMAT"] == "kompsat5":

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from lib.augmentation import seed_worker
+from lib.config import DEFAULTS
 from lib.checkpoint import FORMAT, load_state, plain, read_checkpoint, save_checkpoint
 from lib.data import build_datasets, data_settings, resolve_data_constants
 from lib.encoder_weights import load_encoder_weights
@@ -33,17 +34,6 @@ from lib.model import build_model, used_parameters
 from lib.plotting import plot_curves
 from lib.runtime import (autocast, library_versions, resolve_device, resolve_precision, resolve_workers,
                          seed_everything)
-
-# Defaults for constants a script may leave out; a script's own constants override these.
-DEFAULTS = dict(
-    DATA_FORMAT="bands", DATA_ROOT="02_kfold", TRAIN_LIST="train.txt", VAL_LIST="val.txt",
-    TRAIN_BANDS=("VV", "VH", "B2", "B3", "B4", "NDVI", "NDWI"), VAL_BANDS=("VV", "VH"), IMAGE_SIZE=256,
-    PRELOAD="auto", AUGMENT=True, EPOCHS=40, BATCH_SIZE=32, LR=5e-4, WEIGHT_DECAY=1e-4, WARMUP_EPOCHS=3,
-    PLATEAU_PATIENCE=10, PLATEAU_FACTOR=0.5, PATIENCE=20, SEED=42, FTL_ALPHA=0.30, FTL_BETA=0.70,
-    FTL_GAMMA=0.75, DEVICE="auto", PRECISION="auto", NUM_WORKERS="auto", SYNC_BN=False, OUTPUT_DIR=None,
-    RESUME=False, ENCODER_WEIGHTS=None, PROGRESS=True,
-)
-
 
 class TrainingError(RuntimeError):
     """The run cannot go on (for example a NaN loss); the last good checkpoint stays."""
@@ -61,6 +51,7 @@ class SupervisedObjective:
 
 
 def supervised_loss(c: dict) -> FocalTverskyLoss:
+    c = {**DEFAULTS, **c}
     return FocalTverskyLoss(alpha=c["FTL_ALPHA"], beta=c["FTL_BETA"], gamma=c["FTL_GAMMA"])
 
 
@@ -145,7 +136,7 @@ def train(constants: dict, model_name: str, model_args: dict,
           objective: Callable | None = None, extra_summary: Callable[[], dict] | None = None) -> dict:
     """Train `model_name` with the script's constants; writes best.pt, last.pt, history.csv,
     summary.json and curves.png to OUTPUT_DIR and returns the summary."""
-    c = resolve_data_constants({**DEFAULTS, **constants})
+    c = resolve_data_constants(constants)
     started = time.time()
     rank, world_size, device = distributed_context(c["DEVICE"])
     is_main = rank == 0

@@ -1,0 +1,35 @@
+"""Script entry point: known errors become one clear line on stderr and a non-zero exit, not a traceback."""
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from lib.checkpoint import CheckpointError
+from lib.config import ConfigError
+from lib.dataset import DataError
+from lib.engine import TrainingError
+
+KNOWN_ERRORS = (DataError, CheckpointError, ConfigError, TrainingError, FileNotFoundError)
+
+
+def clean_message(error: BaseException) -> str:
+    """The message of an error, without the worker traceback that DataLoader wraps around it."""
+    message = str(error)
+    if "Original Traceback" not in message:
+        return message
+    # re-raised from a DataLoader worker: the message starts at the last "[module.]Name: " line of the
+    # traceback and may run over several lines (so its last line alone could lose the file name)
+    lines = message.strip().splitlines()
+    for start in range(len(lines) - 1, -1, -1):
+        head, sep, rest = lines[start].partition(": ")
+        if sep and not head.startswith(" ") and head.rsplit(".", 1)[-1] == type(error).__name__:
+            return "\n".join([rest, *lines[start + 1:]])
+    return lines[-1]
+
+
+def run(main: Callable[[], object]) -> None:
+    try:
+        main()
+    except KNOWN_ERRORS as error:
+        print(f"error: {clean_message(error)}", file=sys.stderr)
+        raise SystemExit(1) from None
