@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lib.bands import normalize
+from lib.config import ConfigError
 
 IGNORE_INDEX = 255
 PRELOAD_BUDGET_BYTES = 4 * 1024**3  # PRELOAD="auto" keeps the split in memory below this size
@@ -38,9 +39,25 @@ def check_array(array: np.ndarray, path: Path, image_size: int | None) -> None:
     if array.ndim != 2:
         raise DataError(f"{path}: expected a 2-D array (H, W), got shape {tuple(array.shape)}")
     if image_size is not None and array.shape != (image_size, image_size):
-        raise DataError(f"{path}: expected shape ({image_size}, {image_size}), got {tuple(array.shape)}")
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
-        raise DataError(f"{path}: expected a numeric array, got dtype {array.dtype}")
+        raise DataError(f"{path}: expected shape ({image_size}, {image_size}) (IMAGE_SIZE={image_size}), "
+                        f"got {tuple(array.shape)}")
+    if array.dtype.kind not in "biuf":  # complex, datetime, strings, records would convert wrongly or not at all
+        hint = " (complex SAR data: convert to backscatter in dB first)" if array.dtype.kind == "c" else ""
+        raise DataError(f"{path}: expected a real numeric array (bool, integer, float), got dtype {array.dtype}{hint}")
+
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def file_kind(head: bytes) -> str:
+    """What a file that does not start with the .npy magic bytes seems to be, from its first bytes."""
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive, e.g. an .npz from np.savez; save each array with np.save"
+    if head.startswith(b"\x80"):
+        return "a Python pickle; refused, since unpickling can run code"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "a TIFF image"
+    return f"it does not start with the .npy magic bytes; first bytes {head!r}"
 
 
 def read_npy(path: Path, image_size: int | None = None, header_only: bool = False) -> np.ndarray:
@@ -48,12 +65,21 @@ def read_npy(path: Path, image_size: int | None = None, header_only: bool = Fals
     try:
         if path.stat().st_size == 0:
             raise DataError(f"{path}: file is empty (0 bytes)")
+        with open(path, "rb") as handle:
+            head = handle.read(len(NPY_MAGIC))
+        if head != NPY_MAGIC:  # np.load would call any such file "pickled data" (or open a zip as NpzFile)
+            raise DataError(f"{path}: not a .npy file ({file_kind(head)})")
         array = np.load(path, mmap_mode="r" if header_only else None, allow_pickle=False)
     except DataError:
         raise
     except PermissionError:
         raise DataError(f"{path}: permission denied") from None
-    except Exception as error:  # corrupt header, truncated data, pickled object, ...
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found (deleted, or a broken symlink)") from None
+    except Exception as error:  # corrupt header, truncated data, object array, a folder, ...
+        if isinstance(error, ValueError) and any(s in str(error).lower() for s in ("object arrays", "python objects")):
+            raise DataError(f"{path}: refused: an object array (pickled Python objects, which can run code "
+                            f"when loaded); save a numeric array") from None
         raise DataError(f"{path}: not a readable .npy array ({type(error).__name__}: {error})") from None
     check_array(array, path, image_size)
     return array
@@ -85,6 +111,8 @@ class SplitIndex:
 def index_split(root: Path | str, split: str, bands: Sequence[str], image_size: int | None = 256) -> SplitIndex:
     """Find the patches of `root/split`, check every file's header, count what has to be skipped."""
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise DataError(f"DATA_ROOT {str(root)!r} is a file, not a folder of {{train,val}}/img and {{train,val}}/lab")
     if not root.is_dir():
         raise DataError(missing_data_message(root))
     img_dir, lab_dir = root / split / "img", root / split / "lab"
@@ -124,6 +152,16 @@ def index_split(root: Path | str, split: str, bands: Sequence[str], image_size: 
     return index
 
 
+def preload_setting(value: bool | str) -> bool | str:
+    """PRELOAD as True, False or "auto"; a command-line override arrives as a string ("0", "false", ...)."""
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("auto", "1", "true", "yes", "on", "0", "false", "no", "off"):
+            return "auto" if lowered == "auto" else lowered in ("1", "true", "yes", "on")
+        raise ConfigError(f"PRELOAD={value!r}: expected auto, true or false")
+    return bool(value)
+
+
 class BandPatchDataset(Dataset):
     """One split of the band-agnostic layout.
 
@@ -137,6 +175,7 @@ class BandPatchDataset(Dataset):
                  image_size: int | None = 256, preload: bool | str = "auto"):
         self.root, self.split, self.bands, self.train = Path(root), split, tuple(bands), train
         self.transform, self.ranges, self.image_size = transform, ranges, image_size
+        preload = preload_setting(preload)
         self.index = index_split(self.root, split, self.bands, image_size)
         self.patches, self.skipped = self.index.patches, self.index.skipped
         if preload == "auto":
