@@ -49,15 +49,11 @@ def fetch_imagenet_state_dict(encoder_name: str) -> dict[str, torch.Tensor]:
 
 
 def fit_first_conv(state_dict: dict[str, torch.Tensor], encoder: nn.Module) -> dict[str, torch.Tensor]:
-    """Sum RGB filters of the first convolution into the encoder's channel count (as smp does)."""
+    """RGB filters of the first convolution summed into one input channel, as smp does for in_channels=1."""
     own = encoder.state_dict()
-    fitted = dict(state_dict)
-    for key, value in state_dict.items():
-        if key in own and value.ndim == 4 and own[key].ndim == 4 and value.shape[1] != own[key].shape[1] \
-                and value.shape[0] == own[key].shape[0] and own[key].shape[1] in (1, 2):
-            fitted[key] = value.sum(1, keepdim=True).repeat(1, own[key].shape[1], 1, 1) / own[key].shape[1] \
-                if own[key].shape[1] > 1 else value.sum(1, keepdim=True)
-    return fitted
+    return {key: value.sum(1, keepdim=True)
+            if key in own and value.ndim == 4 and value.shape[1] == 3 and own[key].shape[1] == 1 else value
+            for key, value in state_dict.items()}
 
 
 def load_into_encoder(encoder: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:

@@ -102,3 +102,15 @@ def test_trains_one_step_on_the_real_chip(tmp_path):
     summary = train(c, "UnetLight", {"width": 4})
     assert summary["data"]["train_patches"] == 2 and summary["data"]["val_items"] == 4
     assert 0.0 <= summary["val_iou_VV"] <= 1.0
+
+
+def test_rgb_encoder_weights_are_summed_into_the_single_input_channel(tmp_path):
+    import segmentation_models_pytorch as smp
+
+    from lib.encoder_weights import load_encoder_weights
+    from lib.model import build_model
+    rgb = smp.encoders.get_encoder("mobilenet_v2", weights=None).state_dict()  # as ImageNet weights come
+    torch.save(rgb, tmp_path / "rgb.pt")
+    model = build_model("PSPNet")
+    assert load_encoder_weights(model, str(tmp_path / "rgb.pt")) == str(tmp_path / "rgb.pt")
+    assert torch.equal(model.encoder.state_dict()["features.0.0.weight"], rgb["features.0.0.weight"].sum(1, keepdim=True))
