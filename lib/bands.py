@@ -17,7 +17,12 @@ BAND_RANGES: dict[str, tuple[float, float]] = {
     "B4": (0.0, 0.3),
     "NDVI": (-1.0, 1.0),     # normalized indices are bounded by construction
     "NDWI": (-1.0, 1.0),
-    "HH": (-5.0, 45.0),      # KOMPSAT-5 HH amplitude, 20*log10(DN) (see lib/kompsat5.py)
+    "HH": (20.0, 75.0),      # KOMPSAT-5 HH amplitude in dB, 20*log10(DN) + CALIBRATION_DB (lib/kompsat5.py):
+                             # 20 dB = DN 10, below the darkest calm water (DN tens to a few hundred);
+                             # 75 dB = DN ~5600, above fields/forest (hundreds to thousands), so only
+                             # strong urban/ship scatterers saturate. Synthetic data (make_kompsat5_demo.py):
+                             # water p0.5-p99.5 31-49 dB, land 39-69 dB.
+                             # A CALIBRATION_DB other than 0 shifts the data: shift this range by as much.
 }
 
 TRAIN_BANDS = ("VV", "VH", "B2", "B3", "B4", "NDVI", "NDWI")

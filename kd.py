@@ -1,0 +1,68 @@
+"""Distil a trained teacher (default: the PSPNet of train_pspnet.py) into a small student (default: PSPMixer).
+
+    python train_pspnet.py                      # the teacher first: runs/pspnet/best.pt
+    python kd.py                                # runs/kd_pspmixer
+    python kd.py EPOCHS=3 KD_TEMPERATURE=2
+    python kd.py STUDENT=UnetLight STUDENT_ARGS="{'width': 8}"
+
+Loss: KD_ALPHA * T^2 * BCE(student / T, sigmoid(teacher / T)) + KD_BETA * Focal Tversky, over valid pixels.
+The teacher is rebuilt from TEACHER_CHECKPOINT alone and frozen; its data settings (bands, normalization,
+image size) must equal the student's. At the end, a table compares the teacher, the distilled student and
+the same student trained alone when such a run exists under runs/.
+"""
+from lib.cli import run
+from lib.config import load_constants
+from lib_kd.training_kd import distill
+
+# distillation
+TEACHER_CHECKPOINT = "runs/pspnet/best.pt"  # any trained checkpoint (PSPNet, Unet, ...)
+STUDENT = "PSPMixer"         # any architecture of lib.model: PSPMixer, UnetLight, MLP_256, ...
+STUDENT_ARGS = None          # dict of student keyword arguments; None: the PSPMixer constants below
+                             # for PSPMixer, the architecture's own defaults otherwise (applied on top if given)
+KD_TEMPERATURE = 4.0         # T: softens both logit maps; the KD term is scaled by T^2
+KD_ALPHA = 0.5               # weight of the KD term
+KD_BETA = 0.5                # weight of the supervised (Focal Tversky) term
+# student (PSPMixer)
+PATCH = 32                   # patch embedding kernel = stride; tokens = (IMAGE_SIZE / PATCH)^2
+HIDDEN = 128                 # channels per token
+DEPTH = 3                    # Mixer blocks
+TOKENS_MLP = 64              # token-mixing MLP width
+CHANNELS_MLP = 256           # channel-mixing MLP width
+# data (must match what the teacher was trained with)
+DATA_FORMAT = "bands"        # "bands" (02_kfold layout) or "kompsat5" (list files of HH GeoTIFFs)
+DATA_ROOT = "02_kfold"       # or one fold, e.g. "02_kfold/fold_1"
+TRAIN_LIST = "train.txt"     # kompsat5 only: list files relative to DATA_ROOT
+VAL_LIST = "val.txt"
+TRAIN_BANDS = ("VV", "VH", "B2", "B3", "B4", "NDVI", "NDWI")  # one drawn at random per sample
+VAL_BANDS = ("VV", "VH")     # every validation patch is scored in each of these
+IMAGE_SIZE = 256
+# optimization
+EPOCHS = 40
+BATCH_SIZE = 32              # per process under torchrun
+LR = 5e-4
+WEIGHT_DECAY = 1e-4
+WARMUP_EPOCHS = 3
+PLATEAU_PATIENCE = 10        # ReduceLROnPlateau on validation loss
+PLATEAU_FACTOR = 0.5
+PATIENCE = 20                # early stopping on mean validation IoU
+SEED = 42
+# loss: Focal Tversky (the supervised term)
+FTL_ALPHA = 0.30             # weight of false positives
+FTL_BETA = 0.70              # weight of false negatives
+FTL_GAMMA = 0.75             # focal exponent; 1.0 is plain Tversky (the published code)
+# system
+DEVICE = "auto"              # "auto", "cpu", "cuda", "cuda:1"
+PRECISION = "auto"           # "auto" (mixed on CUDA, fp32 on CPU), "fp32", "bf16", "fp16"; the teacher runs in the same
+NUM_WORKERS = "auto"         # DataLoader workers, never more than the machine's cores
+PRELOAD = "auto"             # keep the decoded dataset in memory when it fits
+OUTPUT_DIR = None            # None: runs/kd_<student lowercased>, e.g. runs/kd_pspmixer
+RESUME = False               # continue from OUTPUT_DIR/last.pt (with the same teacher)
+
+
+def main():
+    c = load_constants(globals())
+    distill(c)
+
+
+if __name__ == "__main__":
+    run(main)

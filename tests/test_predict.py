@@ -1,0 +1,221 @@
+"""predict.py and lib/inference.py: georeferencing, no-data, seam-free blending, any scene size, .npy input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from affine import Affine
+
+import predict
+from lib.bands import SAR_DB_RANGE, normalize
+from lib.checkpoint import FORMAT, save_checkpoint
+from lib.inference import (ArrayReader, ArrayWriter, InferenceError, MaskSink, blend_window, make_preprocess,
+                           predict_tiled, tile_origins)
+from lib.model import build_model
+
+RANGES = {"VV": list(SAR_DB_RANGE), "VH": list(SAR_DB_RANGE)}
+NODATA_VALUE = -9999.0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small models on tiny tiles: one thread is faster, and fair to other tests on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_checkpoint(path, name: str, args: dict, image_size: int = 64, seed: int = 0):
+    """A checkpoint of a randomly initialized model (BatchNorm statistics made non-trivial)."""
+    torch.manual_seed(seed)
+    model = build_model(name, args)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+    data = {"format": "bands", "train_bands": ["VV", "VH"], "val_bands": ["VV", "VH"], "normalization": RANGES,
+            "image_size": image_size}
+    save_checkpoint({"format": FORMAT, "model": {"name": name, "args": args}, "state_dict": model.state_dict(),
+                     "data": data, "metrics": {}, "epoch": 0, "parameters": {}, "constants": {}}, path)
+    return path, model.eval()
+
+
+def full_pass(model, raw: np.ndarray) -> np.ndarray:
+    """Water probability of one forward pass over the whole image (the reference a tiling must match)."""
+    image, _ = normalize(np.where(raw == NODATA_VALUE, np.nan, raw), "VV", RANGES)
+    with torch.no_grad():
+        return torch.sigmoid(model(torch.from_numpy(image)[None, None]))[0, 0].numpy()
+
+
+def synthetic_db(height: int, width: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    raw = np.where(np.sin(x / 17.0) + np.cos(y / 11.0) > 0.6, -19.0, -8.0) + rng.normal(0, 2.5, (height, width))
+    return raw.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def geotiff(tmp_path_factory):
+    """150 x 230 float32 VV dB GeoTIFF (not a multiple of the 64 px tile), EPSG:32630, 10 m pixels, with
+    NaN pixels and pixels at the nodata value."""
+    folder = tmp_path_factory.mktemp("scene")
+    raw = synthetic_db(150, 230)
+    raw[10:20, 30:45] = np.nan
+    raw[100:103, 5:9] = NODATA_VALUE
+    raw[149, 229] = np.inf
+    path = folder / "scene.tif"
+    transform = Affine(10.0, 0.0, 440_000.0, 0.0, -10.0, 4_480_000.0)
+    with rasterio.open(path, "w", driver="GTiff", height=150, width=230, count=1, dtype="float32",
+                       crs="EPSG:32630", transform=transform, nodata=NODATA_VALUE) as dataset:
+        dataset.write(raw, 1)
+    return path, raw, transform
+
+
+def test_tile_origins_cover_every_pixel_and_stay_inside():
+    for length in (1, 63, 64, 65, 150, 230, 1000):
+        origins = tile_origins(length, 64, 16)
+        covered = np.zeros(length, bool)
+        for origin in origins:
+            covered[origin:origin + 64] = True
+            assert origin >= 0 and (origin + 64 <= length or length < 64)
+        assert covered.all()
+        assert all(b - a <= 48 for a, b in zip(origins, origins[1:]))  # overlap at least 16 px
+    with pytest.raises(InferenceError):
+        tile_origins(100, 64, 64)
+
+
+def test_blend_window_sums_to_one_over_a_regular_overlap():
+    window = blend_window(64, 16)
+    assert window.min() > 0 and window.max() == 1.0
+    ramp = window[32]
+    assert np.allclose(ramp[48:] + ramp[:16], 1.0)  # two tiles 48 px apart
+    assert np.allclose(blend_window(64, 0), 1.0)
+
+
+def test_geotiff_prediction_keeps_georeference_nodata_and_matches_one_full_pass(geotiff, tmp_path):
+    path, raw, transform = geotiff
+    checkpoint, model = write_checkpoint(tmp_path / "mlp.pt", "MLP_256", {})
+    out, probability = tmp_path / "mask.tif", tmp_path / "probability.tif"
+    summary = predict.main([str(checkpoint), str(path), str(out), "--tile", "64", "--overlap", "16",
+                            "--probability", str(probability), "--no-progress", "--batch-size", "5"])
+    assert summary["tiles"] == len(tile_origins(150, 64, 16)) * len(tile_origins(230, 64, 16))
+    with rasterio.open(out) as dataset:
+        assert (dataset.height, dataset.width) == (150, 230)
+        assert dataset.crs.to_epsg() == 32630
+        assert dataset.transform == transform
+        assert dataset.dtypes == ("uint8",) and dataset.nodata == 255
+        mask = dataset.read(1)
+    with rasterio.open(probability) as dataset:
+        assert dataset.dtypes == ("float32",) and dataset.transform == transform
+        tiled = dataset.read(1)
+    nodata = ~np.isfinite(raw) | (raw == NODATA_VALUE)
+    assert np.array_equal(mask == 255, nodata)
+    assert set(np.unique(mask[~nodata])) <= {0, 1}
+    assert np.isnan(tiled[nodata]).all()
+    # MLP_256 is exactly translation-equivariant (1x1 convolutions): any error in tile placement,
+    # padding, cropping or weight normalization would show here
+    reference = full_pass(model, raw)
+    assert np.abs(tiled[~nodata] - reference[~nodata]).max() < 1e-5
+    assert np.array_equal(mask[~nodata], (reference[~nodata] >= 0.5).astype(np.uint8))
+    quicklook = out.with_suffix(".png")
+    from PIL import Image
+    with Image.open(quicklook) as image:
+        assert image.size == (230, 150)
+
+
+def calibrated(model, raw: np.ndarray):
+    """Scale the head so the logits spread over about +-3 with median 0: probabilities then cover the whole
+    [0, 1] range (a random model's are all near one value, which would hide any seam)."""
+    image = torch.from_numpy(normalize(raw, "VV", RANGES)[0])[None, None]
+    with torch.no_grad():
+        scale = 3.0 / model(image).std()
+        model.head.weight.mul_(scale)
+        model.head.bias.mul_(scale)
+        model.head.bias.sub_(model(image).median())
+    return model
+
+
+def tiled_probability(model, raw: np.ndarray, tile: int, overlap: int) -> np.ndarray:
+    result = np.zeros(raw.shape, np.float32)
+    sink = MaskSink(ArrayWriter(np.zeros(raw.shape, np.uint8)), ArrayWriter(result))
+    predict_tiled(model, ArrayReader(raw), sink, make_preprocess("VV", RANGES), tile=tile, overlap=overlap,
+                  progress=False)
+    return result
+
+
+def test_convolutional_model_has_no_seams(tmp_path):
+    """UnetLight (3x3 convs, pooling) sees less context near tile borders, so tiles cut without overlap
+    differ sharply from one full pass there (seams); blended overlapping tiles stay close to it everywhere."""
+    raw = synthetic_db(150, 230)
+    model = calibrated(write_checkpoint(tmp_path / "unetlight.pt", "UnetLight", {"width": 8})[1], raw)
+    reference = full_pass(model, raw)
+    assert reference.std() > 0.25
+    cut = np.abs(tiled_probability(model, raw, 64, 0) - reference)
+    blended = np.abs(tiled_probability(model, raw, 64, 16) - reference)
+    assert blended.mean() < 0.01 and blended.max() < 0.15, (blended.mean(), blended.max())
+    assert cut.max() > 3 * blended.max()
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_npy_input_small_scene_and_linear_units(tmp_path):
+    """A .npy scene smaller than one tile (reflect-padded), written without CRS; linear power input gives
+    the same mask as the same data in dB."""
+    checkpoint, model = write_checkpoint(tmp_path / "mlp.pt", "MLP_256", {})
+    raw = synthetic_db(40, 50, seed=1)
+    raw[0, 0] = np.nan
+    np.save(tmp_path / "scene_db.npy", raw)
+    np.save(tmp_path / "scene_linear.npy", (10.0 ** (raw / 10.0)).astype(np.float32))
+    predict.main([str(checkpoint), str(tmp_path / "scene_db.npy"), str(tmp_path / "db.tif"), "--no-progress",
+                  "--probability", str(tmp_path / "p.tif")])
+    predict.main([str(checkpoint), str(tmp_path / "scene_linear.npy"), str(tmp_path / "linear.tif"), "--units",
+                  "linear", "--no-progress", "--no-quicklook"])
+    with rasterio.open(tmp_path / "db.tif") as a, rasterio.open(tmp_path / "linear.tif") as b, \
+            rasterio.open(tmp_path / "p.tif") as p:
+        assert a.crs is None and (a.height, a.width) == (40, 50)
+        db, linear, probability = a.read(1), b.read(1), p.read(1)
+    assert db[0, 0] == 255 and linear[0, 0] == 255
+    assert (db != linear).mean() < 1e-3  # identical up to float rounding at the threshold
+    reference = full_pass(model, raw)
+    assert np.nanmax(np.abs(probability - reference)) < 1e-5
+
+
+def test_strips_are_read_and_written_in_order_with_bounded_rows():
+    """The engine never asks for more than one tile row of input and hands rows to the sink top to bottom."""
+    class RecordingReader(ArrayReader):
+        spans: list = []
+
+        def read(self, row0, row1):
+            self.spans.append((row0, row1))
+            return super().read(row0, row1)
+
+    class RecordingSink:
+        def __init__(self):
+            self.rows = []
+
+        def write(self, row0, probability, invalid):
+            self.rows.append((row0, len(probability)))
+
+    model = torch.nn.Conv2d(1, 1, 1).eval()
+    reader, sink = RecordingReader(synthetic_db(700, 90)), RecordingSink()
+    predict_tiled(model, reader, sink, make_preprocess("VV", RANGES), tile=64, overlap=16, progress=False)
+    assert max(row1 - row0 for row0, row1 in reader.spans) <= 64
+    starts = [row0 for row0, _ in sink.rows]
+    assert starts == sorted(starts) and starts[0] == 0
+    assert sum(n for _, n in sink.rows) == 700
+    assert all(a + n == b for (a, n), (b, _) in zip(sink.rows, sink.rows[1:]))
+
+
+def test_fixed_size_model_needs_its_tile(tmp_path):
+    model = build_model("PSPMixer", {"image_size": 64, "patch": 16, "hidden": 8, "depth": 1}).eval()
+    reader, sink = ArrayReader(synthetic_db(100, 100)), MaskSink(ArrayWriter(np.zeros((100, 100), np.uint8)))
+    with pytest.raises(InferenceError, match="64x64"):
+        predict_tiled(model, reader, sink, make_preprocess("VV", RANGES), tile=32, overlap=8, progress=False)
+    predict_tiled(model, reader, sink, make_preprocess("VV", RANGES), tile=64, overlap=16, progress=False)
+
+
+def test_unknown_band_is_a_clear_error(tmp_path, geotiff):
+    checkpoint, _ = write_checkpoint(tmp_path / "mlp.pt", "MLP_256", {})
+    with pytest.raises(SystemExit, match="HH"):
+        predict.main([str(checkpoint), str(geotiff[0]), str(tmp_path / "m.tif"), "--band", "HH", "--no-progress"])
