@@ -29,13 +29,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from lib.checkpoint import CheckpointError, load_model
 from lib.dataset import BandPatchDataset, DataError
 from lib.config import DEFAULTS
 from lib.engine import evaluate, make_loader, supervised_loss
 from lib.metrics import METRICS
-from lib.runtime import resolve_device, resolve_precision
+from lib.runtime import resolve_device, speed_settings
 
 DATA_ROOT = "02_kfold"
 SPLIT = "val"
@@ -60,7 +61,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help=f"batch size (default {BATCH_SIZE})")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
     parser.add_argument("--precision", default="auto",
-                        help="auto (as training: mixed on CUDA, fp32 on CPU), fp32, bf16, fp16")
+                        help="auto (as training: mixed on CUDA, bf16 on a CPU with native bf16, else fp32), fp32, bf16, fp16")
     parser.add_argument("--workers", default="auto", help="DataLoader workers (default auto)")
     parser.add_argument("--progress", action="store_true", help="show a progress bar per checkpoint")
     return parser.parse_args(argv)
@@ -126,8 +127,9 @@ def build_dataset(data: dict, constants: dict, root: Path, split: str, bands):
     if unknown:
         raise SystemExit(f"error: no normalization range recorded for band(s) {', '.join(unknown)}; "
                          f"the checkpoint knows {', '.join(normalization) or 'none'}")
+    # the checkpoint's PRELOAD, so the input is the training run's to the bit (the preload cache is float16)
     return BandPatchDataset(root, split, bands, train=False, ranges=normalization, image_size=image_size,
-                            preload=False), bands
+                            preload=constants["PRELOAD"]), bands
 
 
 def evaluate_checkpoint(model, checkpoint: dict, path: Path, root: Path, split: str, bands, batch_size: int,
@@ -143,7 +145,10 @@ def evaluate_checkpoint(model, checkpoint: dict, path: Path, root: Path, split: 
         raise SystemExit(f"error: {error}") from None
     c = {**constants, "BATCH_SIZE": batch_size, "NUM_WORKERS": workers}
     loader = make_loader(dataset, c, False, device, None)
-    precision = resolve_precision(precision, device)
+    speed = speed_settings({"PRECISION": precision}, device)  # as in training: "auto" -> the same kernels
+    precision = speed["precision"]
+    if speed["channels_last"]:
+        model.to(memory_format=torch.channels_last)
     loss, metrics = evaluate(model, loader, supervised_loss(c).to(device), bands, device, precision, progress=progress)
     patches = len(getattr(dataset, "patches", None) or getattr(dataset, "samples", []))
     return {"checkpoint": str(path), "model": checkpoint["model"]["name"], "epoch": checkpoint.get("epoch"),

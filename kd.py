@@ -28,14 +28,14 @@ HIDDEN = 128                 # channels per token
 DEPTH = 3                    # Mixer blocks
 TOKENS_MLP = 64              # token-mixing MLP width
 CHANNELS_MLP = 256           # channel-mixing MLP width
-# data (must match what the teacher was trained with)
+# data (must match what the teacher was trained with; None: as recorded in TEACHER_CHECKPOINT)
 DATA_FORMAT = "bands"        # "bands" (02_kfold layout) or "kompsat5" (list files of HH GeoTIFFs)
 DATA_ROOT = "02_kfold"       # or one fold, e.g. "02_kfold/fold_1"
 TRAIN_LIST = "train.txt"     # kompsat5 only: list files relative to DATA_ROOT
 VAL_LIST = "val.txt"
-TRAIN_BANDS = ("VV", "VH", "B2", "B3", "B4", "NDVI", "NDWI")  # one drawn at random per sample
-VAL_BANDS = ("VV", "VH")     # every validation patch is scored in each of these
-IMAGE_SIZE = 256
+TRAIN_BANDS = None           # one drawn at random per sample; None: the teacher's, e.g. VV,VH,B2,B3,B4,NDVI,NDWI
+VAL_BANDS = None             # every validation patch is scored in each; None: the teacher's, e.g. VV,VH
+IMAGE_SIZE = None            # None: the teacher's, e.g. 256
 # optimization
 EPOCHS = 40
 BATCH_SIZE = 32              # per process under torchrun
@@ -52,7 +52,9 @@ FTL_BETA = 0.70              # weight of false negatives
 FTL_GAMMA = 0.75             # focal exponent; 1.0 is plain Tversky (the published code)
 # system
 DEVICE = "auto"              # "auto", "cpu", "cuda", "cuda:1"
-PRECISION = "auto"           # "auto" (mixed on CUDA, fp32 on CPU), "fp32", "bf16", "fp16"; the teacher runs in the same
+PRECISION = "auto"           # "auto": bf16 autocast on CUDA and on CPUs with native bf16, else fp32; "fp32", "bf16", "fp16"; the teacher runs in the same
+CHANNELS_LAST = "auto"       # "auto" (on): channels_last memory format, faster convolutions; 0 for the plain layout
+COMPILE = "auto"             # "auto" (off): 1 runs torch.compile, which pays on long runs (minutes to compile)
 NUM_WORKERS = "auto"         # DataLoader workers, never more than the machine's cores
 PRELOAD = "auto"             # keep the decoded dataset in memory when it fits
 OUTPUT_DIR = None            # None: runs/kd_<student lowercased>, e.g. runs/kd_pspmixer

@@ -48,14 +48,15 @@ CROP, FOREST, URBAN, SOIL = 0, 1, 2, 3
 # mean VV (dB) and VV - VH (dB) per land-cover class
 LAND_VV = np.array([-11.0, -8.0, 0.5, -13.0], dtype=np.float32)
 LAND_VV_MINUS_VH = np.array([7.0, 6.0, 8.5, 8.5], dtype=np.float32)
-# Sentinel-2 reflectance (B2, B3, B4, B8)
+# Sentinel-2 reflectance (B2, B3, B4, B8). Clear water is darker than land in every band, as in real
+# scenes (the Sen1Floods11 chip in ../shared: water ~0.10 vs land ~0.13 top-of-atmosphere reflectance).
 REFL_VEGETATION = (0.04, 0.08, 0.05, 0.30)
 REFL_FOREST = (0.03, 0.06, 0.03, 0.27)
 REFL_SOIL = (0.11, 0.14, 0.17, 0.23)
 REFL_URBAN = (0.13, 0.14, 0.15, 0.19)
 REFL_ROAD = (0.09, 0.10, 0.11, 0.13)
-REFL_WATER = (0.06, 0.07, 0.05, 0.03)
-REFL_TURBID_WATER = (0.07, 0.09, 0.08, 0.04)
+REFL_WATER = (0.03, 0.035, 0.02, 0.015)
+REFL_TURBID_WATER = (0.045, 0.06, 0.045, 0.03)
 REFL_FLOODED_VEGETATION = (0.045, 0.075, 0.05, 0.13)
 
 

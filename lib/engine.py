@@ -32,8 +32,7 @@ from lib.loss import FocalTverskyLoss
 from lib.metrics import BandConfusion
 from lib.model import build_model, used_parameters
 from lib.plotting import plot_curves
-from lib.runtime import (autocast, library_versions, resolve_device, resolve_precision, resolve_workers,
-                         seed_everything)
+from lib.runtime import autocast, library_versions, resolve_device, resolve_workers, seed_everything, speed_settings
 
 class TrainingError(RuntimeError):
     """The run cannot go on (for example a NaN loss); the last good checkpoint stays."""
@@ -142,7 +141,9 @@ def train(constants: dict, model_name: str, model_args: dict,
     is_main = rank == 0
     log = print if is_main else (lambda *args, **kwargs: None)
     output_dir = Path(c["OUTPUT_DIR"] or f"runs/{model_name.lower()}")
-    precision = resolve_precision(c["PRECISION"], device)
+    speed = speed_settings(c, device)  # precision, channels_last, compile
+    precision = speed["precision"]
+    memory_format = torch.channels_last if speed["channels_last"] else torch.contiguous_format
     seed_everything(c["SEED"])
 
     # data
@@ -157,7 +158,7 @@ def train(constants: dict, model_name: str, model_args: dict,
     encoder_weights = "not applicable"
     if hasattr(model, "encoder") and "ENCODER_WEIGHTS" in constants:
         encoder_weights = load_encoder_weights(model, c["ENCODER_WEIGHTS"], model_args.get("encoder_name", "mobilenet_v2"), log)
-    model.to(device)
+    model.to(device, memory_format=memory_format)
     used = {id(p) for p in used_parameters(model, c["IMAGE_SIZE"])}
     counts = {"held": sum(p.numel() for p in model.parameters()),
               "used": sum(p.numel() for p in model.parameters() if id(p) in used)}
@@ -167,11 +168,13 @@ def train(constants: dict, model_name: str, model_args: dict,
     if world_size > 1 and c["SYNC_BN"]:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     net = nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
+    if speed["compile"]:
+        net = torch.compile(net)
 
     loss_fn = supervised_loss(c).to(device)
     objective = objective or SupervisedObjective(loss_fn)
     if hasattr(objective, "start"):  # a plug-in's one-time setup (kd.py: move its teacher, score it on val)
-        objective.start(device=device, val_loader=val_loader, precision=precision)
+        objective.start(device=device, val_loader=val_loader, precision=precision, memory_format=memory_format)
     optimizer = torch.optim.AdamW(trainable, lr=c["LR"], weight_decay=c["WEIGHT_DECAY"])
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=c["PLATEAU_FACTOR"],
                                                          patience=c["PLATEAU_PATIENCE"])
@@ -207,7 +210,7 @@ def train(constants: dict, model_name: str, model_args: dict,
         result = {"model": model_name, "model_args": plain(model_args), "best_epoch": state["best_epoch"],
                   **{k: v for k, v in best.items() if k.startswith("val_")},
                   "epochs_run": state["epoch"], "parameters": counts, "parameters_trained": sum(p.numel() for p in trainable),
-                  "encoder_weights": encoder_weights, "device": str(device), "precision": precision,
+                  "encoder_weights": encoder_weights, "device": str(device), **speed,
                   "world_size": world_size, "num_workers": resolve_workers(c["NUM_WORKERS"]),
                   "data": {"root": str(c["DATA_ROOT"]), **plain(data_info), "train_patches": len(train_set),
                            "val_items": len(val_set),
@@ -218,7 +221,8 @@ def train(constants: dict, model_name: str, model_args: dict,
         return result
 
     log(f"{model_name}: {counts['held']:,} parameters held, {counts['used']:,} used in the forward pass; "
-        f"device {device}, precision {precision}, {world_size} process(es), output {output_dir}")
+        f"device {device}, precision {precision}, channels_last {int(speed['channels_last'])}, "
+        f"compile {int(speed['compile'])}, {world_size} process(es), output {output_dir}")
     if is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
     interrupted = False
@@ -246,7 +250,7 @@ def train(constants: dict, model_name: str, model_args: dict,
                 if state["step"] < warmup_steps:
                     for group in optimizer.param_groups:
                         group["lr"] = c["LR"] * (state["step"] + 1) / warmup_steps
-                images = images.to(device, non_blocking=True)
+                images = images.to(device, non_blocking=True, memory_format=memory_format)
                 targets = targets.to(device, non_blocking=True)
                 with autocast(device, precision):
                     loss, extras = objective(net, images, targets)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from torch import nn
 
-from lib.checkpoint import CheckpointError, load_model, plain
+from lib.checkpoint import CheckpointError, load_model, plain, read_checkpoint
+from lib.config import DEFAULTS
 from lib.data import data_settings
 from lib.model import MODELS, parameter_counts
 
@@ -144,6 +145,29 @@ def check_pairing(checkpoint: dict, c: dict, path: Path | str) -> None:
         raise TeacherError(f"teacher {path} was trained on differently prepared input than this student would "
                            f"get: " + "; ".join(problems) + ". Set the student's constants to the teacher's "
                            f"(e.g. TRAIN_BANDS, VAL_BANDS, IMAGE_SIZE) or train a teacher with these: `{command}`")
+
+
+# kd.py constant -> key of checkpoint["data"]; None in kd.py means "as the teacher was trained"
+INHERITED_DATA = {"TRAIN_BANDS": "train_bands", "VAL_BANDS": "val_bands", "IMAGE_SIZE": "image_size"}
+
+
+def inherit_teacher_data(c: dict) -> dict:
+    """`c` with each of TRAIN_BANDS, VAL_BANDS and IMAGE_SIZE that is None taken from the teacher checkpoint's
+    recorded data settings (or the train scripts' defaults when there is no teacher file yet), so that
+    `python kd.py` distils whatever teacher was trained. A value given explicitly is kept, and
+    check_pairing still refuses it when it differs from the teacher's."""
+    c = dict(c)
+    missing = [name for name in INHERITED_DATA if c.get(name) is None]
+    teacher_data = {}
+    if missing and Path(c["TEACHER_CHECKPOINT"]).is_file():
+        teacher_data = read_checkpoint(c["TEACHER_CHECKPOINT"]).get("data") or {}
+    for name in missing:
+        value = teacher_data.get(INHERITED_DATA[name], DEFAULTS[name])
+        c[name] = int(value) if name == "IMAGE_SIZE" else tuple(value)
+    for name in ("TRAIN_BANDS", "VAL_BANDS"):  # an override of a None default arrives as text: "VV,VH"
+        if isinstance(c[name], str):
+            c[name] = tuple(band.strip() for band in c[name].split(",") if band.strip())
+    return c
 
 
 def load_teacher(path: Path | str, c: dict) -> Teacher:

@@ -11,7 +11,7 @@ from lib.checkpoint import load_model, read_checkpoint
 from lib.engine import SupervisedObjective, supervised_loss, train
 from lib.loss import FocalTverskyLoss
 from lib.runtime import autocast
-from lib_kd.model_kd import TeacherError, full_args, load_teacher, student_args
+from lib_kd.model_kd import TeacherError, full_args, inherit_teacher_data, load_teacher, student_args
 from lib_kd.training_kd import DistillationLoss, KDObjective, distill, find_scratch_run
 
 TINY_STUDENT = {"image_size": TINY_SIZE, "patch": 16, "hidden": 16, "depth": 3, "tokens_mlp": 16, "channels_mlp": 32}
@@ -19,15 +19,16 @@ TINY_CLI = [f"IMAGE_SIZE={TINY_SIZE}", "PATCH=16", "HIDDEN=16", "TOKENS_MLP=16",
             "DEVICE=cpu", "BATCH_SIZE=4"]
 
 
-def kd_constants(tiny_data, output, teacher, **overrides):
-    """What kd.py's main would pass to distill() for the tiny student."""
+def kd_constants(tiny_data, output, teacher, inherit=True, **overrides):
+    """What kd.py's main would pass to distill() for the tiny student; with `inherit`, the data constants
+    left None are completed from the teacher, as distill() does first."""
     import kd
     from lib.config import script_constants
     c = {**script_constants(vars(kd)), **tiny_constants(tiny_data, output), "TEACHER_CHECKPOINT": str(teacher),
          "PATCH": 16, "HIDDEN": 16, "TOKENS_MLP": 16, "CHANNELS_MLP": 32}
     c.pop("ENCODER_WEIGHTS")
     c.update(overrides)
-    return c
+    return inherit_teacher_data(c) if inherit else c
 
 
 def batch(seed=0, n=2, size=16, nodata=True):
@@ -157,6 +158,24 @@ def test_mismatched_teacher_is_a_clear_error(tiny_pspnet, tiny_data, tmp_path, o
         assert f"teacher {theirs} vs student {ours}" in message
     with pytest.raises(SystemExit, match=key):
         distill(c)
+
+
+def test_unset_data_constants_are_the_teachers(tiny_data, tmp_path):
+    # a teacher trained on the SAR bands only: kd.py's None data constants take its settings
+    train(tiny_constants(tiny_data, tmp_path / "teacher", TRAIN_BANDS=("VV", "VH")), "UnetLight", {"width": 4})
+    teacher = tmp_path / "teacher" / "best.pt"
+    c = kd_constants(tiny_data, tmp_path / "kd", teacher, inherit=False, IMAGE_SIZE=None)
+    assert c["TRAIN_BANDS"] is None and c["VAL_BANDS"] is None
+    inherited = inherit_teacher_data(c)
+    assert inherited["TRAIN_BANDS"] == ("VV", "VH") and inherited["VAL_BANDS"] == ("VV", "VH")
+    assert inherited["IMAGE_SIZE"] == TINY_SIZE
+    load_teacher(teacher, inherited)  # pairs
+    assert inherit_teacher_data({**c, "TRAIN_BANDS": "VV, VH"})["TRAIN_BANDS"] == ("VV", "VH")  # NAME=value text
+    explicit = inherit_teacher_data({**c, "TRAIN_BANDS": ("VV", "VH", "NDWI")})
+    with pytest.raises(TeacherError, match="train_bands"):  # an explicit value that differs is still refused
+        load_teacher(teacher, explicit)
+    # no teacher file yet: the train scripts' defaults, so the "train it first" message can name them
+    assert inherit_teacher_data({**c, "TEACHER_CHECKPOINT": str(tmp_path / "none.pt")})["IMAGE_SIZE"] == 256
 
 
 def test_any_architecture_is_a_student():

@@ -1,8 +1,30 @@
 """PSPMixer: the SAR-KD-Flood student, a patch embedding followed by MLP-Mixer blocks (Tolstikhin et al. 2021)."""
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def bilinear_matrix(size: int, scale: int) -> torch.Tensor:
+    """[size * scale, size] matrix U with U @ v == F.interpolate(v, scale_factor=scale, mode="linear",
+    align_corners=False) for a vector v of length `size` (the columns interpolate unit impulses)."""
+    impulses = torch.eye(size, dtype=torch.float64)[None]                  # [1, size channels, size]
+    return F.interpolate(impulses, scale_factor=scale, mode="linear", align_corners=False)[0].T.float()
+
+
+class BilinearUpsample(nn.Module):
+    """Bilinear upsampling by an integer factor (align_corners=False) as two matrix products,
+    U @ x @ U^T per map: the same values as F.interpolate, but both passes run as matmuls, several
+    times faster on the CPU than upsample_bilinear2d and its backward, and in bf16 under autocast."""
+
+    def __init__(self, size: int, scale: int):
+        super().__init__()
+        self.register_buffer("matrix", bilinear_matrix(size, scale), persistent=False)
+
+    def forward(self, x):  # [B, C, size, size] -> [B, C, size * scale, size * scale]
+        matrix = self.matrix.to(x.dtype) if not torch.is_autocast_enabled(x.device.type) else self.matrix
+        return matrix @ x @ matrix.T
 
 
 class MixerBlock(nn.Module):
@@ -42,6 +64,7 @@ class PSPMixer(nn.Module):
                                       for _ in range(depth)])
         self.norm = nn.LayerNorm(hidden)
         self.head = nn.Conv2d(hidden, classes, 1)
+        self.upsample = BilinearUpsample(self.grid, patch)
 
     def forward(self, x):
         if tuple(x.shape[-2:]) != (self.image_size, self.image_size):
@@ -51,4 +74,4 @@ class PSPMixer(nn.Module):
         tokens = self.embed(x).flatten(2).transpose(1, 2)          # [B, grid*grid, hidden]
         tokens = self.norm(self.blocks(tokens))
         features = tokens.transpose(1, 2).reshape(x.shape[0], -1, self.grid, self.grid)
-        return F.interpolate(self.head(features), scale_factor=self.patch, mode="bilinear", align_corners=False)
+        return self.upsample(self.head(features))
