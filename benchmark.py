@@ -3,6 +3,7 @@
     python benchmark.py                                   # full run, writes docs/benchmark.md (minutes on a CPU)
     python benchmark.py --models UnetLight PSPMixer-kd --scene-size 4000
     python benchmark.py --quick --output /tmp/bench.md     # tiny configuration, a few seconds per model
+    python benchmark.py --train                            # speed: fp32 eager vs optimized, writes docs/speed.md
 
 Per model (default configuration; PSPMixer twice: the train_pspmixer.py default and the kd.py student):
 parameters held and used in the forward pass (lib.model.parameter_counts), FLOPs of one forward pass on one
@@ -20,6 +21,13 @@ windows, tiles of IMAGE_SIZE with IMAGE_SIZE/4 overlap, blending, mask GeoTIFF w
 quick-look PNG) on a synthetic SCENE_SIZE x SCENE_SIZE float32 GeoTIFF in a temporary folder, for the
 teacher and the students, with the peak resident memory of that process (whole process, and the rise
 during the prediction). Models are randomly initialized: speed does not depend on the weights.
+
+--train (lib/speed.py): for every model, parameters held and used, FLOPs and activation bytes per patch,
+training samples/s at its script's batch size and inference images/s at batch 1 and BATCH_SIZE, each in
+float32 eager and in the fastest configuration found (lib.speed.CONFIGS: bf16 autocast, channels_last,
+torch.compile; int8 dynamic quantization for inference where a model has Linear layers), with the ratio,
+beside the measured matmul peak of the machine in float32 and bfloat16 and each model's fraction of it;
+then the data pipeline (loading + augmentation alone) against the fastest student's training step.
 """
 from __future__ import annotations
 
@@ -51,6 +59,9 @@ SCENE_SIZE = 10_000          # side of the synthetic whole scene
 SCENE_MODELS = ("PSPNet", "UnetLight", "PSPMixer", "PSPMixer-kd")
 SCENE_BATCH = 8              # tiles per forward pass in the scene run (predict.py's default on CPU)
 OUTPUT = "docs/benchmark.md"
+SPEED_OUTPUT = "docs/speed.md"
+COMPILE_BELOW_S = 5.0       # --train tries torch.compile on models whose float32 training step takes less
+SCRIPT_BATCH = {"FCN_VGG16": 16, "FCN_VGG19": 16, "UNet_Classic": 16, "DeepUNet": 16, "HRNet": 16}  # others: 32
 
 # PSPMixer configurations: the train_pspmixer.py default and the kd.py student
 PSPMIXER_CONFIGS = {"PSPMixer": {"patch": 16, "hidden": 48, "depth": 3},
@@ -248,6 +259,158 @@ def measure_scene(label: str, name: str, args: dict, scene: Path, o: dict) -> di
             "peak_process_mib": rss_kib("VmHWM") / 1024, "water_fraction": summary["water_fraction"]}
 
 
+# ------------------------------------------------------------------------------------------ speed (--train)
+
+def best_of(rates: dict) -> tuple[str, float]:
+    """(configuration, rate) of the fastest configuration measured, the fp32 baseline included."""
+    name = max(rates, key=lambda k: rates[k])
+    return name, rates[name]
+
+
+def measure_speed(label: str, name: str, args: dict, o: dict) -> dict:
+    """One row of the speed table: every configuration of lib.speed.CONFIGS, training and inference."""
+    from lib import speed
+    device = torch.device("cuda" if o["cuda"] and torch.cuda.is_available() else "cpu")
+    size, batch = o["image_size"], o["batch_size"]
+    train_batch = o.get("train_batch") or SCRIPT_BATCH.get(name, 32)
+    configs = [c for c in speed.CONFIGS if o["compile"] or not speed.CONFIGS[c][2]]
+    # two warm-up steps (the first compiles, where compiling), then up to 5 timed ones within 20 s
+    timing = {"warmup": min(o["warmup"], 2), "repeats": min(o["repeats"], 5), "max_seconds": min(o["max_seconds"], 20)}
+
+    def fresh():
+        torch.manual_seed(0)
+        return build_model(name, model_args(name, args, size))
+
+    model = fresh().eval()
+    row = {"label": label, "model": name, "args": args, "device": str(device), "train_batch": train_batch,
+           **parameter_counts(model, size), "gflops": count_flops(model, size, "cpu") / 1e9,
+           "activation_mib": speed.activation_bytes(model, size, torch.device("cpu")) / 2**20,
+           "train": {}, "infer_b1": {}, "infer_batch": {}}
+    for config in configs:
+        if speed.CONFIGS[config][2] and row["train"]["fp32 eager"] < train_batch / o["compile_below_s"]:
+            continue  # compiling a big model takes minutes, and compute-bound convolutions gain little from it
+        row["train"][config] = speed.train_rate(fresh(), config, train_batch, size, device, **timing)
+        row["infer_b1"][config] = speed.inference_rate(fresh(), config, 1, size, device, **timing)
+        row["infer_batch"][config] = speed.inference_rate(fresh(), config, batch, size, device, **timing)
+        print(f"    {label} {config}: train {row['train'][config]:.1f}/s, infer b1 {row['infer_b1'][config]:.1f}/s, "
+              f"b{batch} {row['infer_batch'][config]:.1f}/s", file=sys.stderr, flush=True)
+    quantized = speed.int8_dynamic(fresh()) if device.type == "cpu" else None
+    if quantized is not None:
+        for key, n in (("infer_b1", 1), ("infer_batch", batch)):
+            images = torch.rand(n, 1, size, size)
+            with torch.inference_mode():
+                row[key]["int8 dynamic (Linear)"] = n / speed.timed(lambda: quantized(images), device, **timing)
+    return row
+
+
+def data_pipeline(o: dict, student_rate: float) -> dict:
+    """Loading + augmenting alone (the engine's dataset and augmentation over a demo split), against the
+    training rate of the fastest student."""
+    from lib import speed
+    from lib.augmentation import train_augmentation
+    from lib.dataset import BandPatchDataset
+    from lib.demo_data import make_demo_dataset
+    with tempfile.TemporaryDirectory(prefix="benchmark_data_") as folder:
+        make_demo_dataset(Path(folder), n_train=64, n_val=4, seed=0, size=o["image_size"])
+        dataset = BandPatchDataset(folder, "train", ("VV", "VH", "B2", "B3", "B4", "NDVI", "NDWI"), train=True,
+                                   transform=train_augmentation(0), image_size=o["image_size"], preload="auto")
+        rate = speed.data_pipeline_rate(dataset, 32, workers=0, samples=64 if o["quick"] else 4096)
+    return {"data_rate": rate, "student_rate": student_rate, "ratio": rate / student_rate if student_rate else None}
+
+
+def run_speed(labels: list[str], configs: dict, o: dict, environment: dict) -> dict:
+    from lib import speed
+    device = torch.device("cuda" if o["cuda"] and torch.cuda.is_available() else "cpu")
+    peaks = {"fp32": speed.matmul_peak_gflops(torch.float32, device, n=256 if o["quick"] else 2048),
+             "bf16": speed.matmul_peak_gflops(torch.bfloat16, device, n=256 if o["quick"] else 2048)}
+    print(f"matmul peak on {device}: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s", flush=True)
+    rows = []
+    for label in labels:
+        name, arguments = configs[label]
+        started = time.perf_counter()
+        payload = {"label": label, "name": name, "args": arguments, "options": o}
+        row = measure_speed(label, name, arguments, o) if o["in_process"] else run_isolated("speed", payload)
+        rows.append(row)
+        if "error" in row:
+            print(f"  {label}: failed: {row['error']}", flush=True)
+            continue
+        config, rate = best_of(row["train"])
+        print(f"  {label}: train {row['train']['fp32 eager']:.1f} -> {rate:.1f} samples/s ({config}) "
+              f"({time.perf_counter() - started:.0f} s)", flush=True)
+    students = [r for r in rows if "error" not in r and r["model"] in ("PSPMixer", "UnetLight")]
+    fastest = max((best_of(r["train"])[1] for r in students), default=0.0)
+    pipeline = data_pipeline(o, fastest)
+    environment["load_end"] = os.getloadavg()[0]
+    return {"peaks": peaks, "device": str(device), "rows": rows, "pipeline": pipeline}
+
+
+def render_speed(result: dict, o: dict, environment: dict) -> str:
+    peaks, rows, pipeline = result["peaks"], result["rows"], result["pipeline"]
+    size, batch = o["image_size"], o["batch_size"]
+    peak_for = lambda config: peaks["fp32" if config.startswith("fp32") or config.startswith("int8") else "bf16"]  # noqa: E731
+    lines = [
+        "# Speed: float32 eager against the fastest configuration",
+        "",
+        f"Written by `python benchmark.py{' ' + o['command'] if o['command'] else ''}` on {environment['date']}. "
+        f"Machine: {environment['cpu']}, {environment['cores']} cores, {environment['threads']} intra-op threads; "
+        f"device {result['device']}; torch {environment['torch']}. Load average (1 min) at the start "
+        f"{environment['load_start']:.1f}, at the end {environment['load_end']:.1f}.",
+        "",
+        f"**Hardware limit** (an n x n matmul, measured here): float32 {peaks['fp32']:,.0f} GFLOP/s, "
+        f"bfloat16 {peaks['bf16']:,.0f} GFLOP/s ({peaks['bf16'] / peaks['fp32']:.1f}x).",
+        "",
+        f"- Train: samples/s of a full step (forward, Focal Tversky loss, backward, AdamW over the used parameters) "
+        f"at the script's batch size (32; 16 for the KOMPSAT-5 family); infer: images/s without autograd at batch 1 "
+        f"and {batch}. Medians after warm-up. Each model runs in a fresh process; every configuration starts "
+        f"from the same initial weights.",
+        "- fp32: float32 eager, the published behaviour (`PRECISION=fp32 CHANNELS_LAST=0 COMPILE=0`). best: the "
+        "fastest of bf16 autocast + channels_last (the engine's `auto` here), the same plus torch.compile "
+        f"(`COMPILE=1`; tried on models whose float32 training step takes under {o['compile_below_s']:.0f} s) and, for inference of models with Linear layers, int8 dynamic quantization; the letters "
+        "say which: **b** bf16 + channels_last, **c** + compile, **q** int8 dynamic, **f** none beat fp32 eager.",
+        f"- GFLOPs and activations: one forward pass on one {size} x {size} patch (FlopCounterMode: a multiply-add is "
+        f"2 FLOPs; activations: float32 bytes of every layer's output). % peak: achieved FLOP/s (training counted as "
+        f"3x the forward FLOPs) over the matmul peak of the configuration's number format.",
+        "",
+        "| model | params held | params used | GFLOPs | activations (MiB) | train fp32 | train best | x | % peak | "
+        f"infer b1 fp32 | infer b1 best | x | infer b{batch} fp32 | infer b{batch} best | x | % peak |",
+        "|---|" + "---:|" * 15,
+    ]
+    letters = {"fp32 eager": "f", "bf16 + channels_last": "b", "bf16 + channels_last + compile": "c", "int8 dynamic (Linear)": "q"}
+    for row in rows:
+        if "error" in row:
+            lines.append(f"| {row['label']} | failed: {row['error'][:160]} |" + " |" * 14)
+            continue
+        cells = [row["label"], fmt(row["held"]), fmt(row["used"]), fmt(row["gflops"], 3 if row["gflops"] < 1 else 2),
+                 fmt(row["activation_mib"], 1)]
+        for key, flops_factor in (("train", 3), ("infer_b1", 1), ("infer_batch", 1)):
+            base = row[key]["fp32 eager"]
+            config, best = best_of(row[key])
+            cells += [fmt(base, 1), f"{fmt(best, 1)} {letters[config]}", f"{best / base:.1f}x"]
+            if key != "infer_b1":
+                cells.append(f"{100 * flops_factor * row['gflops'] * best / peak_for(config):.1f}%")
+        lines.append("| " + " | ".join(cells) + " |")
+    if pipeline:
+        lines += ["", f"**Data pipeline**: loading + augmenting alone (preloaded demo split, the engine's albumentations "
+                      f"pipeline, batch 32, main process as `NUM_WORKERS` auto sets it on 2 cores): "
+                      f"{pipeline['data_rate']:,.0f} samples/s, against {pipeline['student_rate']:,.0f} samples/s for the "
+                      f"fastest student's optimized training step: {fmt(pipeline['ratio'], 1)}x."]
+    return "\n".join(lines) + "\n"
+
+
+def kd_cost(overrides: list[str]) -> dict:
+    """`--kd`: one distillation epoch against a student epoch plus a teacher forward epoch (lib.speed.kd_epoch_cost)."""
+    import kd
+    from lib import speed
+    from lib.config import load_constants
+    result = speed.kd_epoch_cost(load_constants(vars(kd), overrides))
+    print(f"one epoch of {result['samples']} samples, batch {result['batch_size']}, {result['precision']}"
+          f"{' + channels_last' if result['channels_last'] else ''}, medians of 3 alternated rounds:")
+    for name in ("student alone", "teacher forward", "distillation"):
+        print(f"  {name:16s} {result[name]:7.2f} s")
+    print(f"  distillation / (student alone + teacher forward) = {result['ratio']:.2f}")
+    return result
+
+
 # --------------------------------------------------------------------------------------------- runner
 
 def run_isolated(kind: str, payload: dict) -> dict:
@@ -273,6 +436,8 @@ def worker(spec: str) -> None:
     setup_process(payload["options"])
     if payload["kind"] == "model":
         result = measure_model(payload["label"], payload["name"], payload["args"], payload["options"])
+    elif payload["kind"] == "speed":
+        result = measure_speed(payload["label"], payload["name"], payload["args"], payload["options"])
     else:
         result = measure_scene(payload["label"], payload["name"], payload["args"], Path(payload["scene"]),
                                payload["options"])
@@ -398,7 +563,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--malloc", choices=("tuned", "default"), default="tuned",
                         help="tuned (default): glibc keeps freed memory for reuse, as predict.py sets it "
                              "(lib.inference.keep_freed_memory); default: glibc's own settings")
-    parser.add_argument("--output", type=Path, default=Path(OUTPUT), help=f"markdown file (default {OUTPUT})")
+    parser.add_argument("--train", action="store_true",
+                        help=f"speed mode: fp32 eager vs the fastest configuration, training and inference "
+                             f"(default output {SPEED_OUTPUT})")
+    parser.add_argument("--kd", nargs="*", metavar="NAME=value",
+                        help="distillation cost: seconds of a student epoch, a teacher forward epoch and a KD epoch "
+                             "with kd.py's constants (overridden by NAME=value), and their ratio")
+    parser.add_argument("--no-compile", action="store_true", help="--train: leave torch.compile out (it compiles "
+                                                                  "each model for tens of seconds)")
+    parser.add_argument("--output", type=Path, help=f"markdown file (default {OUTPUT}; {SPEED_OUTPUT} with --train)")
     parser.add_argument("--json", type=Path, help="also write the raw numbers as JSON")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -410,6 +583,8 @@ def main(argv=None) -> dict:
     if args.worker:
         worker(args.worker)
         return {}
+    if args.kd is not None:
+        return kd_cost(args.kd)
     quick = args.quick
     pick = lambda value, full, small: value if value is not None else (small if quick else full)  # noqa: E731
     o = {"image_size": pick(args.image_size, IMAGE_SIZE, 64), "batch_size": pick(args.batch_size, BATCH_SIZE, 4),
@@ -418,7 +593,9 @@ def main(argv=None) -> dict:
          "max_seconds": args.max_seconds, "cuda": not args.no_cuda,
          "threads": pick(args.threads, torch.get_num_threads(), 1),
          "scene_size": pick(args.scene_size, SCENE_SIZE, 320), "scene_batch": SCENE_BATCH,
-         "in_process": args.in_process or quick, "malloc": args.malloc, "command": " ".join(a for a in argv if not a.startswith("--worker"))}
+         "in_process": args.in_process or quick, "malloc": args.malloc, "command": " ".join(a for a in argv if not a.startswith("--worker")),
+         "quick": quick, "compile": not args.no_compile, "compile_below_s": COMPILE_BELOW_S}
+    output = args.output or Path(SPEED_OUTPUT if args.train else OUTPUT)
     if o["in_process"]:
         setup_process(o)
     else:
@@ -432,6 +609,16 @@ def main(argv=None) -> dict:
     if unknown:
         raise SystemExit(f"error: unknown model label(s) {', '.join(unknown)}; known: {', '.join(configs)}")
     environment = environment_info()
+    if args.train:
+        result = run_speed(labels, configs, o, environment)
+        table = render_speed(result, o, environment)
+        print("\n" + table)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(table)
+        if args.json:
+            args.json.write_text(json.dumps({"environment": environment, "options": o, **result}, indent=2, default=str))
+        print(f"wrote {output}")
+        return {**result, "markdown": table}
     print(f"benchmark: {len(labels)} model(s), {o['image_size']} px, batch {o['batch_size']}, "
           f"{torch.get_num_threads()} threads, {'in-process' if o['in_process'] else 'one process per model'}", flush=True)
 
@@ -465,12 +652,12 @@ def main(argv=None) -> dict:
     environment["load_end"] = os.getloadavg()[0]
     table = render(rows, scenes, o, environment)
     print("\n" + table)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(table)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(table)
     if args.json:
         args.json.write_text(json.dumps({"environment": environment, "options": o, "models": rows, "scenes": scenes},
                                         indent=2, default=str))
-    print(f"wrote {args.output}")
+    print(f"wrote {output}")
     return {"models": rows, "scenes": scenes, "markdown": table}
 
 

@@ -19,9 +19,11 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
 from lib.checkpoint import CheckpointError, load_model
 from lib.inference import UNITS, InferenceError, keep_freed_memory, predict_file
-from lib.runtime import resolve_device
+from lib.runtime import resolve_device, speed_settings
 
 BATCH_SIZE = {"cpu": 8, "cuda": 32}  # tiles per forward pass
 THRESHOLD = 0.5        # water where the blended probability >= THRESHOLD
@@ -50,6 +52,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quicklook", type=Path, help="PNG quick-look (default OUTPUT with .png)")
     parser.add_argument("--no-quicklook", action="store_true", help="skip the quick-look")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
+    parser.add_argument("--precision", default="auto",
+                        help="auto (bf16 autocast on CUDA and on CPUs with native bf16, with channels_last; "
+                             "else fp32), fp32, bf16, fp16")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -61,18 +66,21 @@ def main(argv=None) -> dict:
     if device.type == "cpu":
         keep_freed_memory()  # 2-4x faster batches on CPU (see lib/inference.py)
     quicklook = None if args.no_quicklook else (args.quicklook or args.output.with_suffix(".png"))
+    speed = speed_settings({"PRECISION": args.precision}, device)
     try:
         model, checkpoint = load_model(args.checkpoint, device)
+        if speed["channels_last"]:
+            model.to(memory_format=torch.channels_last)
         summary = predict_file(model, checkpoint["data"], args.input, args.output, band=args.band, units=args.units,
                                raster_band=args.raster_band, tile=args.tile, overlap=args.overlap,
                                batch_size=batch_size, threshold=args.threshold,
                                probability_path=args.probability, quicklook_path=quicklook, device=device,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, precision=speed["precision"])
     except (CheckpointError, InferenceError) as error:
         raise SystemExit(f"error: {error}") from None
     print(f"{checkpoint['model']['name']} on {args.input}: {summary['width']} x {summary['height']} px, "
           f"band {summary['band']} ({summary['units']}), {summary['tiles']} tiles of {summary['tile']} px "
-          f"(overlap {summary['overlap']}), {summary['seconds']:.1f} s ({summary['megapixels_per_s']:.2f} Mpx/s); "
+          f"(overlap {summary['overlap']}), {speed['precision']}, {summary['seconds']:.1f} s ({summary['megapixels_per_s']:.2f} Mpx/s); "
           f"water {100 * summary['water_fraction']:.1f}% of valid pixels, {summary['nodata_pixels']:,} no-data px")
     print(f"wrote {args.output}" + "".join(f", {p}" for p in (args.probability, quicklook) if p))
     return summary

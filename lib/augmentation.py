@@ -13,13 +13,19 @@ from lib.dataset import IGNORE_INDEX
 
 
 def train_augmentation(seed: int | None = None) -> A.Compose:
+    """Flips, RandomRotate90, Affine and RandomBrightnessContrast, in the order that runs fastest.
+
+    Affine and RandomBrightnessContrast come first, on the contiguous array: after a flip or rotation the
+    array is a strided view, on which both run about 2x slower. The distribution is the same as with
+    the flips first: the Affine ranges are symmetric under flips and 90-degree turns, and brightness and
+    contrast act per pixel (padding included, as before)."""
     return A.Compose([
-        A.HorizontalFlip(p=0.5),
-        A.VerticalFlip(p=0.5),
-        A.RandomRotate90(p=0.5),
         A.Affine(translate_percent=(-0.0625, 0.0625), scale=(0.9, 1.1), rotate=(-15, 15),
                  border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX, p=0.5),
         A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
+        A.HorizontalFlip(p=0.5),
+        A.VerticalFlip(p=0.5),
+        A.RandomRotate90(p=0.5),
     ], seed=seed)
 
 

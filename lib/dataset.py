@@ -22,7 +22,8 @@ from lib.bands import normalize
 from lib.config import ConfigError
 
 IGNORE_INDEX = 255
-PRELOAD_BUDGET_BYTES = 4 * 1024**3  # PRELOAD="auto" keeps the split in memory below this size
+PRELOAD_BUDGET_BYTES = 4 * 1024**3  # PRELOAD="auto" keeps the split in memory below this size (as float16)
+FLOAT32_CACHE_BYTES = 1024**3       # below this a preloaded split stays float32: no conversion per sample
 
 
 class DataError(ValueError):
@@ -167,7 +168,8 @@ class BandPatchDataset(Dataset):
 
     train=True: len = number of patches; each access picks a band from `bands` at random.
     train=False: len = patches x bands, deterministic order (patch-major).
-    preload: True, False or "auto" (keep the normalized split in memory as float16 when it fits).
+    preload: True, False or "auto" (keep the normalized split in memory when it fits: as float32 below
+    FLOAT32_CACHE_BYTES, which spares the data pipeline a conversion per sample, else as float16).
     """
 
     def __init__(self, root: Path | str, split: str, bands: Sequence[str], train: bool,
@@ -196,13 +198,15 @@ class BandPatchDataset(Dataset):
         return image, target
 
     def _preload(self) -> list[tuple[list[np.ndarray], list[np.ndarray]]]:
-        """Decode every file once; images as float16 (ample for [0, 1] data). Bands without
-        NaN/inf pixels share one target array."""
+        """Decode every file once; images as float32, or as float16 (ample for [0, 1] data) when float32
+        would take more than FLOAT32_CACHE_BYTES. Bands without NaN/inf pixels share one target array."""
+        side = self.image_size or 256
+        dtype = np.float32 if len(self.patches) * len(self.bands) * side * side * 4 <= FLOAT32_CACHE_BYTES else np.float16
         cache = []
         for patch in range(len(self.patches)):
             label = self._load_target(patch)
             pairs = [self._load_band(patch, band, label) for band in self.bands]
-            cache.append(([image.astype(np.float16) for image, _ in pairs], [target for _, target in pairs]))
+            cache.append(([image.astype(dtype, copy=False) for image, _ in pairs], [target for _, target in pairs]))
         return cache
 
     def report(self) -> str:
@@ -221,7 +225,7 @@ class BandPatchDataset(Dataset):
         patch, band_index = self.locate(item)
         if self.cache is not None:
             images, targets = self.cache[patch]
-            image, target = images[band_index].astype(np.float32), targets[band_index]
+            image, target = images[band_index].astype(np.float32, copy=False), targets[band_index]
         else:
             image, target = self._load_band(patch, self.bands[band_index], self._load_target(patch))
         if self.transform is not None:

@@ -32,7 +32,8 @@ from lib.loss import FocalTverskyLoss
 from lib.metrics import BandConfusion
 from lib.model import build_model, used_parameters
 from lib.plotting import plot_curves
-from lib.runtime import autocast, library_versions, resolve_device, resolve_workers, seed_everything, speed_settings
+from lib.runtime import (autocast, keep_freed_memory, library_versions, resolve_device, resolve_workers,
+                         seed_everything, speed_settings)
 
 class TrainingError(RuntimeError):
     """The run cannot go on (for example a NaN loss); the last good checkpoint stays."""
@@ -142,6 +143,8 @@ def train(constants: dict, model_name: str, model_args: dict,
     log = print if is_main else (lambda *args, **kwargs: None)
     output_dir = Path(c["OUTPUT_DIR"] or f"runs/{model_name.lower()}")
     speed = speed_settings(c, device)  # precision, channels_last, compile
+    if device.type == "cpu":
+        keep_freed_memory()  # no page faults for every step's activations (up to 4x faster steps here)
     precision = speed["precision"]
     memory_format = torch.channels_last if speed["channels_last"] else torch.contiguous_format
     seed_everything(c["SEED"])

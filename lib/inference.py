@@ -23,7 +23,6 @@ makes batched inference 2-4x faster by letting glibc reuse freed activation memo
 """
 from __future__ import annotations
 
-import ctypes
 import time
 import warnings
 from pathlib import Path
@@ -35,6 +34,7 @@ from torch import nn
 from tqdm import tqdm
 
 from lib.bands import normalize
+from lib.runtime import autocast, keep_freed_memory  # noqa: F401 - predict.py and benchmark.py import it from here
 
 NODATA = 255                      # no-data value of the mask
 MASK_BLOCK = 256                  # GeoTIFF block size of the outputs
@@ -237,23 +237,6 @@ class MaskSink:
 
 # -------------------------------------------------------------------------------------------- engine
 
-def keep_freed_memory() -> bool:
-    """Tell glibc's malloc to keep freed memory for reuse instead of handing large blocks back to the OS.
-
-    By default every activation above the mmap threshold (at most 32 MiB) is mmap-ed, and freed heap
-    beyond the trim threshold is returned to the OS, so each forward pass page-faults its activations in
-    again: on CPU that makes batches of 256 px tiles 2-4x slower. The process then keeps its peak heap
-    (bounded here: one strip and one batch). Process-wide; a no-op (False) where glibc is absent."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    mmap_ok = libc.mallopt(m_mmap_threshold, 1 << 30) or libc.mallopt(m_mmap_threshold, 32 << 20)
-    return bool(mmap_ok) and bool(libc.mallopt(m_trim_threshold, (1 << 31) - 1))
-
-
-
 def check_tile(model: nn.Module, tile: int, device: torch.device) -> None:
     """One dummy forward pass at the tile size, so a tile the model cannot take fails with a clear
     message before any work (PSPMixer needs its image_size; smp models need multiples of their stride)."""
@@ -271,9 +254,10 @@ def check_tile(model: nn.Module, tile: int, device: torch.device) -> None:
 @torch.inference_mode()
 def predict_tiled(model: nn.Module, reader: Reader, sink: Sink, preprocess: Callable, *, tile: int = 256,
                   overlap: int = 64, batch_size: int = 8, device: str | torch.device = "cpu",
-                  progress: bool = True) -> dict:
+                  progress: bool = True, precision: str = "fp32") -> dict:
     """Run `model` over the whole scene of `reader`, tile by tile, and hand finished rows to `sink`
-    top to bottom. Returns {height, width, tiles, seconds}."""
+    top to bottom. precision: "fp32", or "bf16"/"fp16" autocast (lib.runtime.autocast); the blending
+    is float32 either way. Returns {height, width, tiles, seconds}."""
     device = torch.device(device)
     height, width = reader.height, reader.width
     if height < 1 or width < 1:
@@ -295,7 +279,8 @@ def predict_tiled(model: nn.Module, reader: Reader, sink: Sink, preprocess: Call
         for start in range(0, len(cols), batch_size):
             batch_cols = cols[start:start + batch_size]
             batch = np.stack([strip[:, c:c + tile] for c in batch_cols])[:, None]
-            logits = model(torch.from_numpy(batch).to(device))
+            with autocast(device, precision):
+                logits = model(torch.from_numpy(batch).to(device))
             probabilities = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
             for col0, probability in zip(batch_cols, probabilities):
                 w = min(tile, width - col0)
@@ -407,7 +392,7 @@ def write_quicklook(input_path: Path, mask_path: Path, png_path: Path, preproces
 def predict_file(model: nn.Module, data: dict, input_path, output_path, *, band: str | None = None,
                  units: str | None = None, raster_band: int = 1, tile: int | None = None, overlap: int | None = None,
                  batch_size: int = 8, threshold: float = 0.5, probability_path=None, quicklook_path=None,
-                 device: str | torch.device = "cpu", progress: bool = True) -> dict:
+                 device: str | torch.device = "cpu", progress: bool = True, precision: str = "fp32") -> dict:
     """Water mask of a whole scene file with a loaded model and its checkpoint's `data` settings.
 
     band: which band the input is (default the checkpoint's first val band): picks the normalization.
@@ -437,7 +422,7 @@ def predict_file(model: nn.Module, data: dict, input_path, output_path, *, band:
                 closers.append(close_probability)
             sink = MaskSink(mask_writer, probability_writer, threshold)
             stats = predict_tiled(model, reader, sink, preprocess, tile=tile, overlap=overlap,
-                                  batch_size=batch_size, device=device, progress=progress)
+                                  batch_size=batch_size, device=device, progress=progress, precision=precision)
             sink.close()
         finally:
             for close in reversed(closers):

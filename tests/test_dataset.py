@@ -110,6 +110,22 @@ def test_missing_data_root_says_how_to_get_data(tmp_path):
         index_split(tmp_path / "nothing", "train", ("VV",))
 
 
+def test_preloaded_cache_is_float32_when_small_float16_when_large_and_never_changed(tmp_path, monkeypatch):
+    write_split(tmp_path, "train", {f"p{i}": {"VV": None, "VH": None, "label": simple_label()} for i in range(3)})
+    dataset = BandPatchDataset(tmp_path, "train", ("VV", "VH"), train=True, image_size=32, preload=True,
+                               transform=train_augmentation(seed=0))
+    assert dataset.cache[0][0][0].dtype == np.float32
+    before = [[image.copy() for image in images] for images, _ in dataset.cache]
+    for _ in range(20):  # augmentation works on the cached arrays: it must never write into them
+        for item in range(len(dataset)):
+            dataset[item]
+    assert all(np.array_equal(a, b) for old, (new, _) in zip(before, dataset.cache) for a, b in zip(old, new))
+    import lib.dataset
+    monkeypatch.setattr(lib.dataset, "FLOAT32_CACHE_BYTES", 1000)  # a split too large for float32
+    half = BandPatchDataset(tmp_path, "train", ("VV", "VH"), train=False, image_size=32, preload=True)
+    assert half.cache[0][0][0].dtype == np.float16 and half[0][0].dtype == torch.float32
+
+
 def test_augmentation_keeps_mask_aligned_and_pads_with_nodata():
     transform = train_augmentation(seed=3)
     rng = np.random.default_rng(0)
@@ -138,7 +154,7 @@ def test_real_sen1floods11_chip_loads_normalizes_and_ignores_nodata():
     assert (raw_vv < SAR_DB_RANGE[0]).any() or (raw_vv > SAR_DB_RANGE[1]).any()  # real values exceed the range
     assert image.min() == 0.0 and image.max() <= 1.0
     expected = np.clip((raw_vv + 22.225124) / 22.225124, 0, 1)
-    assert np.allclose(image[0].numpy(), np.nan_to_num(expected), atol=1e-3)  # float16 cache
+    assert np.allclose(image[0].numpy(), np.nan_to_num(expected), atol=1e-6)  # small split: float32 cache
     assert ((target[0].numpy() == IGNORE_INDEX) == ~np.isin(raw_label, [0, 1])).all()
     train = BandPatchDataset(REAL_DATA, "train", ("VV", "VH", "B2", "B3", "B4", "NDVI", "NDWI"), train=True)
     assert len(train) == 2 and not train.skipped

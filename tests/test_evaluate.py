@@ -211,7 +211,7 @@ def test_kompsat5_checkpoint_evaluates_and_predicts_as_trained(tmp_path):
     scene = Kompsat5Dataset(root, "train_full/val.txt", train=False, image_size=TINY_SIZE, preload=False)
     image, target, _ = scene[0]
     predict.main([str(checkpoint), str(scene.samples[0].image), str(tmp_path / "mask.tif"), "--probability",
-                  str(tmp_path / "p.tif"), "--no-progress", "--no-quicklook"])
+                  str(tmp_path / "p.tif"), "--no-progress", "--no-quicklook", "--precision", "fp32"])
     with rasterio.open(tmp_path / "p.tif") as dataset, rasterio.open(tmp_path / "mask.tif") as mask_file:
         probability, mask = dataset.read(1), mask_file.read(1)
     with torch.no_grad():

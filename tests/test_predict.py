@@ -98,7 +98,7 @@ def test_geotiff_prediction_keeps_georeference_nodata_and_matches_one_full_pass(
     path, raw, transform = geotiff
     checkpoint, model = write_checkpoint(tmp_path / "mlp.pt", "MLP_256", {})
     out, probability = tmp_path / "mask.tif", tmp_path / "probability.tif"
-    summary = predict.main([str(checkpoint), str(path), str(out), "--tile", "64", "--overlap", "16",
+    summary = predict.main([str(checkpoint), str(path), str(out), "--precision", "fp32", "--tile", "64", "--overlap", "16",
                             "--probability", str(probability), "--no-progress", "--batch-size", "5"])
     assert summary["tiles"] == len(tile_origins(150, 64, 16)) * len(tile_origins(230, 64, 16))
     with rasterio.open(out) as dataset:
@@ -167,9 +167,9 @@ def test_npy_input_small_scene_and_linear_units(tmp_path):
     raw[0, 0] = np.nan
     np.save(tmp_path / "scene_db.npy", raw)
     np.save(tmp_path / "scene_linear.npy", (10.0 ** (raw / 10.0)).astype(np.float32))
-    predict.main([str(checkpoint), str(tmp_path / "scene_db.npy"), str(tmp_path / "db.tif"), "--no-progress",
+    predict.main([str(checkpoint), str(tmp_path / "scene_db.npy"), str(tmp_path / "db.tif"), "--no-progress", "--precision", "fp32",
                   "--probability", str(tmp_path / "p.tif")])
-    predict.main([str(checkpoint), str(tmp_path / "scene_linear.npy"), str(tmp_path / "linear.tif"), "--units",
+    predict.main([str(checkpoint), str(tmp_path / "scene_linear.npy"), str(tmp_path / "linear.tif"), "--precision", "fp32", "--units",
                   "linear", "--no-progress", "--no-quicklook"])
     with rasterio.open(tmp_path / "db.tif") as a, rasterio.open(tmp_path / "linear.tif") as b, \
             rasterio.open(tmp_path / "p.tif") as p:

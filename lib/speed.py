@@ -1,0 +1,214 @@
+"""What the hardware can do and what a model gets of it: the measurements behind `benchmark.py --train`.
+
+Every model is timed in float32 eager (the published behaviour) and in the optimized configurations the
+engine can run (`CONFIGS`: bf16 autocast where the CPU or GPU has it, channels_last, torch.compile), in
+the same process, so the ratios are honest. Training is one full step (forward, Focal Tversky loss,
+backward, AdamW step over the used parameters), as lib/engine.py runs it.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from lib.loss import FocalTverskyLoss
+from lib.model import used_parameters
+from lib.runtime import autocast
+
+# name -> (precision, channels_last, compile); "fp32 eager" is the baseline of every ratio
+CONFIGS = {
+    "fp32 eager": ("fp32", False, False),
+    "bf16 + channels_last": ("bf16", True, False),
+    "bf16 + channels_last + compile": ("bf16", True, True),
+}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(step, device: torch.device, warmup: int = 2, repeats: int = 5, max_seconds: float = 30.0) -> float:
+    """Median seconds of `step()` over up to `repeats` runs after `warmup` untimed ones (at least one timed
+    run; stops early once `max_seconds` are spent; one warm-up only where it took over max_seconds / 4)."""
+    for _ in range(warmup):
+        t0 = time.perf_counter()
+        step()
+        sync(device)
+        if time.perf_counter() - t0 > max_seconds / 4:
+            break  # a slow step: one warm-up (it has compiled and allocated what it needs) is enough
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < repeats and not (times and time.perf_counter() - started > max_seconds):
+        t0 = time.perf_counter()
+        step()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def matmul_peak_gflops(dtype: torch.dtype, device: torch.device, n: int = 2048, seconds: float = 2.0) -> float:
+    """Measured GFLOP/s of an n x n matrix product in `dtype`: the practical ceiling of this machine."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    step = lambda: torch.mm(a, b)  # noqa: E731
+    runs = max(3, int(seconds / max(timed(step, device, warmup=1, repeats=1), 1e-6)))
+    return 2 * n**3 / timed(step, device, warmup=1, repeats=runs) / 1e9
+
+
+def activation_bytes(model: nn.Module, image_size: int, device: torch.device) -> int:
+    """Bytes (float32) of every leaf module's output in one forward pass on one patch: what a training
+    step has to keep for the backward pass, roughly, and what an inference pass streams through memory."""
+    total = 0
+
+    def hook(_module, _inputs, output):
+        nonlocal total
+        for tensor in output if isinstance(output, (tuple, list)) else (output,):
+            if isinstance(tensor, torch.Tensor):
+                total += tensor.numel() * 4
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, 1, image_size, image_size, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total
+
+
+def prepare(model: nn.Module, config: str, device: torch.device):
+    """(callable model, memory format, precision) of `model` in configuration `config`."""
+    precision, channels_last, compiled = CONFIGS[config]
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format)
+    return (torch.compile(model) if compiled else model), memory_format, precision
+
+
+def inference_rate(model: nn.Module, config: str, batch: int, image_size: int, device: torch.device,
+                   **timing) -> float:
+    """Images per second of `model` (eval mode, no autograd) at `batch` in configuration `config`."""
+    net, memory_format, precision = prepare(model.eval(), config, device)
+    images = torch.rand(batch, 1, image_size, image_size, device=device).contiguous(memory_format=memory_format)
+
+    def step():
+        with torch.inference_mode(), autocast(device, precision):
+            net(images)
+
+    return batch / timed(step, device, **timing)
+
+
+def train_rate(model: nn.Module, config: str, batch: int, image_size: int, device: torch.device,
+               **timing) -> float:
+    """Training samples per second: forward, Focal Tversky loss, backward and AdamW step, as the engine runs them."""
+    model.train()
+    trainable = used_parameters(model, image_size)
+    net, memory_format, precision = prepare(model, config, device)
+    optimizer = torch.optim.AdamW(trainable, lr=1e-5)
+    loss_fn = FocalTverskyLoss()
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(batch, 1, image_size, image_size, generator=generator).to(device, memory_format=memory_format)
+    targets = (torch.rand(batch, 1, image_size, image_size, generator=generator) < 0.2).to(torch.uint8).to(device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+    def step():
+        with autocast(device, precision):
+            loss = loss_fn(net(images), targets)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    return batch / timed(step, device, **timing)
+
+
+def int8_dynamic(model: nn.Module) -> nn.Module | None:
+    """Dynamic int8 quantization of the Linear layers (CPU), or None where the model has none or the
+    build lacks it. Only the token and channel MLPs of PSPMixer qualify among our models."""
+    if not any(isinstance(m, nn.Linear) for m in model.modules()):
+        return None
+    try:
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao
+            return torch.ao.quantization.quantize_dynamic(model.eval(), {nn.Linear}, dtype=torch.qint8)
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def data_pipeline_rate(dataset, batch: int, workers: int = 0, samples: int = 2048) -> float:
+    """Samples per second of loading + augmenting alone: the engine's DataLoader over `dataset`, no model."""
+    from torch.utils.data import DataLoader
+
+    from lib.augmentation import seed_worker
+    loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
+                        worker_init_fn=seed_worker, persistent_workers=workers > 0)
+    for _ in zip(range(2), loader):  # warm-up: workers started, caches touched
+        pass
+    done, started = 0, time.perf_counter()
+    while done < samples:
+        for images, _, _ in loader:
+            done += len(images)
+            if done >= samples:
+                break
+    return done / (time.perf_counter() - started)
+
+
+def kd_epoch_cost(c: dict, rounds: int = 3) -> dict:
+    """Seconds of one epoch over the training split of `c` (kd.py's constants, teacher's data settings
+    filled in): the student trained alone, the teacher's forward pass alone, and a distillation epoch,
+    alternated `rounds` times in one process (medians), with the engine's precision and memory format."""
+    from lib.data import build_datasets
+    from lib.engine import SupervisedObjective, make_loader, supervised_loss
+    from lib.model import build_model
+    from lib.runtime import resolve_device, seed_everything, speed_settings
+    from lib_kd.model_kd import inherit_teacher_data, load_teacher, student_args
+    from lib_kd.training_kd import DistillationLoss, KDObjective
+
+    c = inherit_teacher_data(c)
+    device = resolve_device(c["DEVICE"])
+    settings = speed_settings(c, device)
+    memory_format = torch.channels_last if settings["channels_last"] else torch.contiguous_format
+    seed_everything(c["SEED"])
+    train_set, _ = build_datasets(c, log=lambda *a: None)
+    loader = make_loader(train_set, c, True, device, torch.Generator().manual_seed(0))
+    teacher = load_teacher(c["TEACHER_CHECKPOINT"], c)
+    student = build_model(c["STUDENT"], student_args(c)).to(device, memory_format=memory_format).train()
+    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-5)
+    supervised = supervised_loss(c).to(device)
+    objectives = {"student alone": SupervisedObjective(supervised),
+                  "distillation": KDObjective(teacher, DistillationLoss(supervised, c["KD_TEMPERATURE"],
+                                                                        c["KD_ALPHA"], c["KD_BETA"]))}
+    objectives["distillation"]._to(device, memory_format)
+
+    def train_epoch(objective):
+        for images, targets, _ in loader:
+            images = images.to(device, memory_format=memory_format)
+            with autocast(device, settings["precision"]):
+                loss, _ = objective(student, images, targets.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    @torch.no_grad()
+    def teacher_epoch():
+        for images, _, _ in loader:
+            with autocast(device, settings["precision"]):
+                teacher.model(images.to(device, memory_format=memory_format))
+
+    phases = {"student alone": lambda: train_epoch(objectives["student alone"]), "teacher forward": teacher_epoch,
+              "distillation": lambda: train_epoch(objectives["distillation"])}
+    for phase in phases.values():  # warm-up
+        phase()
+    seconds = {name: [] for name in phases}
+    for _ in range(rounds):
+        for name, phase in phases.items():
+            started = time.perf_counter()
+            phase()
+            sync(device)
+            seconds[name].append(time.perf_counter() - started)
+    result = {name: statistics.median(times) for name, times in seconds.items()}
+    result["ratio"] = result["distillation"] / (result["student alone"] + result["teacher forward"])
+    return {**result, "samples": len(train_set), "batch_size": c["BATCH_SIZE"], **settings}
