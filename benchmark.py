@@ -577,6 +577,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def write_report(table: str, output: Path, json_path: Path | None, raw: dict) -> None:
+    """Print the markdown table, write it to `output`, and the raw numbers to `json_path` when given."""
+    print("\n" + table)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(table)
+    if json_path:
+        json_path.write_text(json.dumps(raw, indent=2, default=str))
+    print(f"wrote {output}")
+
+
 def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
@@ -612,12 +622,7 @@ def main(argv=None) -> dict:
     if args.train:
         result = run_speed(labels, configs, o, environment)
         table = render_speed(result, o, environment)
-        print("\n" + table)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(table)
-        if args.json:
-            args.json.write_text(json.dumps({"environment": environment, "options": o, **result}, indent=2, default=str))
-        print(f"wrote {output}")
+        write_report(table, output, args.json, {"environment": environment, "options": o, **result})
         return {**result, "markdown": table}
     print(f"benchmark: {len(labels)} model(s), {o['image_size']} px, batch {o['batch_size']}, "
           f"{torch.get_num_threads()} threads, {'in-process' if o['in_process'] else 'one process per model'}", flush=True)
@@ -651,13 +656,7 @@ def main(argv=None) -> dict:
 
     environment["load_end"] = os.getloadavg()[0]
     table = render(rows, scenes, o, environment)
-    print("\n" + table)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(table)
-    if args.json:
-        args.json.write_text(json.dumps({"environment": environment, "options": o, "models": rows, "scenes": scenes},
-                                        indent=2, default=str))
-    print(f"wrote {output}")
+    write_report(table, output, args.json, {"environment": environment, "options": o, "models": rows, "scenes": scenes})
     return {"models": rows, "scenes": scenes, "markdown": table}
 
 
