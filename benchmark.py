@@ -69,7 +69,7 @@ PSPMIXER_CONFIGS = {"PSPMixer": {"patch": 16, "hidden": 48, "depth": 3},
 
 
 MALLOC_NOTES = {
-    "tuned": "glibc malloc told to keep freed memory for reuse (`lib.inference.keep_freed_memory`, as predict.py "
+    "tuned": "glibc malloc told to keep freed memory for reuse (`lib.runtime.keep_freed_memory`, as predict.py and the training engine "
              "does on CPU). With glibc's defaults large activations are unmapped after every forward pass and "
              "page-faulted in again, which made batch-32 CPU throughput 2-4x lower here (`--malloc default`).",
     "default": "glibc malloc with its default settings (`--malloc default`): large activations are unmapped after "
@@ -365,7 +365,8 @@ def render_speed(result: dict, o: dict, environment: dict) -> str:
         f"from the same initial weights.",
         "- fp32: float32 eager, the published behaviour (`PRECISION=fp32 CHANNELS_LAST=0 COMPILE=0`). best: the "
         "fastest of bf16 autocast + channels_last (the engine's `auto` here), the same plus torch.compile "
-        f"(`COMPILE=1`; tried on models whose float32 training step takes under {o['compile_below_s']:.0f} s) and, for inference of models with Linear layers, int8 dynamic quantization; the letters "
+        f"(`COMPILE=1`; tried on models whose float32 training step takes under {o['compile_below_s']:.0f} s) "
+        "and, for inference of models with Linear layers, int8 dynamic quantization; the letters "
         "say which: **b** bf16 + channels_last, **c** + compile, **q** int8 dynamic, **f** none beat fp32 eager.",
         f"- GFLOPs and activations: one forward pass on one {size} x {size} patch (FlopCounterMode: a multiply-add is "
         f"2 FLOPs; activations: float32 bytes of every layer's output). % peak: achieved FLOP/s (training counted as "
@@ -427,7 +428,7 @@ def run_isolated(kind: str, payload: dict) -> dict:
 def setup_process(o: dict) -> None:
     torch.set_num_threads(o["threads"])
     if o["malloc"] == "tuned":
-        from lib.inference import keep_freed_memory
+        from lib.runtime import keep_freed_memory
         keep_freed_memory()
 
 
@@ -562,7 +563,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-cuda", action="store_true", help="skip the CUDA measurements")
     parser.add_argument("--malloc", choices=("tuned", "default"), default="tuned",
                         help="tuned (default): glibc keeps freed memory for reuse, as predict.py sets it "
-                             "(lib.inference.keep_freed_memory); default: glibc's own settings")
+                             "(lib.runtime.keep_freed_memory); default: glibc's own settings")
     parser.add_argument("--train", action="store_true",
                         help=f"speed mode: fp32 eager vs the fastest configuration, training and inference "
                              f"(default output {SPEED_OUTPUT})")
@@ -603,7 +604,8 @@ def main(argv=None) -> dict:
          "max_seconds": args.max_seconds, "cuda": not args.no_cuda,
          "threads": pick(args.threads, torch.get_num_threads(), 1),
          "scene_size": pick(args.scene_size, SCENE_SIZE, 320), "scene_batch": SCENE_BATCH,
-         "in_process": args.in_process or quick, "malloc": args.malloc, "command": " ".join(a for a in argv if not a.startswith("--worker")),
+         "in_process": args.in_process or quick, "malloc": args.malloc,
+         "command": " ".join(a for a in argv if not a.startswith("--worker")),
          "quick": quick, "compile": not args.no_compile, "compile_below_s": COMPILE_BELOW_S}
     output = args.output or Path(SPEED_OUTPUT if args.train else OUTPUT)
     if o["in_process"]:

@@ -127,7 +127,7 @@ def build_dataset(data: dict, constants: dict, root: Path, split: str, bands):
     if unknown:
         raise SystemExit(f"error: no normalization range recorded for band(s) {', '.join(unknown)}; "
                          f"the checkpoint knows {', '.join(normalization) or 'none'}")
-    # the checkpoint's PRELOAD, so the input is the training run's to the bit (the preload cache is float16)
+    # the checkpoint's PRELOAD, so the input is the training run's to the bit (a large preloaded split is float16)
     return BandPatchDataset(root, split, bands, train=False, ranges=normalization, image_size=image_size,
                             preload=constants["PRELOAD"]), bands
 

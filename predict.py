@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from lib.checkpoint import CheckpointError, load_model
-from lib.inference import UNITS, InferenceError, keep_freed_memory, predict_file
-from lib.runtime import resolve_device, speed_settings
+from lib.inference import UNITS, InferenceError, predict_file
+from lib.runtime import keep_freed_memory, resolve_device, speed_settings
 
 BATCH_SIZE = {"cpu": 8, "cuda": 32}  # tiles per forward pass
 THRESHOLD = 0.5        # water where the blended probability >= THRESHOLD
@@ -64,7 +64,7 @@ def main(argv=None) -> dict:
     device = resolve_device(args.device)
     batch_size = args.batch_size or BATCH_SIZE.get(device.type, BATCH_SIZE["cpu"])
     if device.type == "cpu":
-        keep_freed_memory()  # 2-4x faster batches on CPU (see lib/inference.py)
+        keep_freed_memory()  # 2-4x faster batches on CPU (see lib/runtime.py)
     quicklook = None if args.no_quicklook else (args.quicklook or args.output.with_suffix(".png"))
     speed = speed_settings({"PRECISION": args.precision}, device)
     try:

@@ -43,7 +43,7 @@ FTL_BETA = 0.70              # weight of false negatives
 FTL_GAMMA = 0.75             # focal exponent; 1.0 is plain Tversky
 # system
 DEVICE = "auto"              # "auto", "cpu", "cuda", "cuda:1"
-PRECISION = "auto"           # "auto": bf16 autocast on CUDA and on CPUs with native bf16, else fp32; "fp32", "bf16", "fp16"
+PRECISION = "auto"           # "auto": bf16 on CUDA and on CPUs with native bf16, else fp32; "fp32", "bf16", "fp16"
 CHANNELS_LAST = "auto"       # "auto" (on): channels_last memory format, faster convolutions; 0 for the plain layout
 COMPILE = "auto"             # "auto" (off): 1 runs torch.compile, which pays on long runs (minutes to compile)
 NUM_WORKERS = "auto"         # DataLoader workers, never more than the machine's cores

@@ -18,7 +18,7 @@ whole block rows at a time). Models whose token MLP ties them to one input size 
 tile == the checkpoint's image_size; every other model takes any tile its strides divide.
 
 Input units: dB (default), linear power (10*log10 first) or KOMPSAT-5 amplitude DN (20*log10(DN) +
-calibration, the default for kompsat5 checkpoints). On CPU, `keep_freed_memory()` (predict.py calls it)
+calibration, the default for kompsat5 checkpoints). On CPU, `lib.runtime.keep_freed_memory()` (predict.py calls it)
 makes batched inference 2-4x faster by letting glibc reuse freed activation memory.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ from torch import nn
 from tqdm import tqdm
 
 from lib.bands import normalize
-from lib.runtime import autocast, keep_freed_memory  # noqa: F401 - predict.py and benchmark.py import it from here
+from lib.runtime import autocast
 
 NODATA = 255                      # no-data value of the mask
 MASK_BLOCK = 256                  # GeoTIFF block size of the outputs
