@@ -69,8 +69,8 @@ PSPMIXER_CONFIGS = {"PSPMixer": {"patch": 16, "hidden": 48, "depth": 3},
 
 
 MALLOC_NOTES = {
-    "tuned": "glibc malloc told to keep freed memory for reuse (`lib.runtime.keep_freed_memory`, as predict.py and the training engine "
-             "does on CPU). With glibc's defaults large activations are unmapped after every forward pass and "
+    "tuned": "glibc malloc told to keep freed memory for reuse (`lib.runtime.keep_freed_memory`, as predict.py "
+             "and the training engine do on CPU). With glibc's defaults large activations are unmapped after every forward pass and "
              "page-faulted in again, which made batch-32 CPU throughput 2-4x lower here (`--malloc default`).",
     "default": "glibc malloc with its default settings (`--malloc default`): large activations are unmapped after "
                "every forward pass and page-faulted in again, which costs big batches a lot on CPU; predict.py "
