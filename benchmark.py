@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from lib.model import MODELS, build_model, parameter_counts
+from lib.speed import timed_runs
 
 IMAGE_SIZE = 256
 BATCH_SIZE = 32              # throughput batch
@@ -129,23 +130,6 @@ def peak_reset_supported() -> bool:
 
 
 # ------------------------------------------------------------------------------------------ timing
-
-def timed_runs(step, warmup: int, repeats: int, max_seconds: float, sync=lambda: None, min_runs: int = 3) -> list[float]:
-    """Seconds of up to `repeats` timed calls of `step` after `warmup` untimed ones; stops early once it has
-    `min_runs` and has spent `max_seconds`."""
-    for _ in range(warmup):
-        step()
-    sync()
-    times: list[float] = []
-    started = time.perf_counter()
-    while len(times) < repeats and not (len(times) >= min(min_runs, repeats)
-                                        and time.perf_counter() - started > max_seconds):
-        t0 = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return times
-
 
 def batch_plan(latency_s: float, batch: int, o: dict) -> tuple[int, int]:
     """(warm-up runs, minimum timed runs) at the big batch: 1 and 3, unless one batch would take more than
@@ -468,8 +452,8 @@ def render(rows: list[dict], scenes: list[dict], o: dict, environment: dict) -> 
         f"slow the numbers down (multi-threaded timings suffer most when the cores are shared; the minimum "
         f"latency and maximum throughput next to the medians show what an unshared machine gets).",
         "",
-        f"- Parameters: held by the model / used in the forward pass (smp's PSPNet holds all MobileNetV2 stages, "
-        f"runs three).",
+        "- Parameters: held by the model / used in the forward pass (smp's PSPNet holds all MobileNetV2 stages, "
+        "runs three).",
         f"- GFLOPs: one forward pass on one {size} x {size} patch, counted by `torch.utils.flop_counter.FlopCounterMode`, "
         f"which counts a multiply-add as 2 FLOPs and counts only matmul/convolution-type ops (not normalization, "
         f"activations, pooling or resampling).",

@@ -86,11 +86,12 @@ def read_npy(path: Path, image_size: int | None = None, header_only: bool = Fals
     return array
 
 
-def label_to_target(raw: np.ndarray) -> np.ndarray:
-    """1 water, 0 not water; every other value (e.g. -1, 255, NaN) becomes IGNORE_INDEX."""
+def label_to_target(raw: np.ndarray, water=1, land=0) -> np.ndarray:
+    """uint8 target: `water` -> 1, `land` -> 0, every other value (e.g. -1, 255, NaN) -> IGNORE_INDEX."""
+    raw = np.asarray(raw)
     target = np.full(raw.shape, IGNORE_INDEX, dtype=np.uint8)
-    target[raw == 1] = 1
-    target[raw == 0] = 0
+    target[raw == water] = 1
+    target[raw == land] = 0
     return target
 
 

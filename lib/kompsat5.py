@@ -35,7 +35,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lib.bands import band_range, normalize
-from lib.dataset import IGNORE_INDEX, PRELOAD_BUDGET_BYTES, DataError, preload_setting
+from lib.dataset import IGNORE_INDEX, PRELOAD_BUDGET_BYTES, DataError, label_to_target, preload_setting
 
 BAND = "HH"
 CALIBRATION_DB = 0.0         # dB added to 20*log10(DN); BAND_RANGES["HH"] applies to the sum
@@ -79,11 +79,7 @@ def hh_image(dn, calibration_db: float = CALIBRATION_DB, ranges: dict | None = N
 
 def mask_to_target(mask) -> np.ndarray:
     """Mask 255 -> 1 (water), 0 -> 0 (land), anything else -> IGNORE_INDEX (no-data); uint8."""
-    mask = np.asarray(mask)
-    target = np.full(mask.shape, IGNORE_INDEX, dtype=np.uint8)
-    target[mask == MASK_WATER] = 1
-    target[mask == MASK_LAND] = 0
-    return target
+    return label_to_target(mask, water=MASK_WATER, land=MASK_LAND)
 
 
 def preprocess(dn, mask, calibration_db: float = CALIBRATION_DB, ranges: dict | None = None):

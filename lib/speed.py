@@ -30,23 +30,34 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(step, device: torch.device, warmup: int = 2, repeats: int = 5, max_seconds: float = 30.0) -> float:
-    """Median seconds of `step()` over up to `repeats` runs after `warmup` untimed ones (at least one timed
-    run; stops early once `max_seconds` are spent; one warm-up only where it took over max_seconds / 4)."""
+def timed_runs(step, warmup: int, repeats: int, max_seconds: float, sync=lambda: None, min_runs: int = 3,
+               slow_warmup_s: float | None = None) -> list[float]:
+    """Seconds of up to `repeats` timed calls of `step` after `warmup` untimed ones; stops early once it has
+    `min_runs` and has spent `max_seconds`. With `slow_warmup_s`, a warm-up call slower than that ends
+    the warm-up (it has compiled and allocated what the step needs)."""
     for _ in range(warmup):
         t0 = time.perf_counter()
         step()
-        sync(device)
-        if time.perf_counter() - t0 > max_seconds / 4:
-            break  # a slow step: one warm-up (it has compiled and allocated what it needs) is enough
+        sync()
+        if slow_warmup_s is not None and time.perf_counter() - t0 > slow_warmup_s:
+            break
+    sync()
     times: list[float] = []
     started = time.perf_counter()
-    while len(times) < repeats and not (times and time.perf_counter() - started > max_seconds):
+    while len(times) < repeats and not (len(times) >= min(min_runs, repeats)
+                                        and time.perf_counter() - started > max_seconds):
         t0 = time.perf_counter()
         step()
-        sync(device)
+        sync()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
+
+
+def timed(step, device: torch.device, warmup: int = 2, repeats: int = 5, max_seconds: float = 30.0) -> float:
+    """Median seconds of `step()` over up to `repeats` runs after `warmup` untimed ones (at least one timed
+    run; stops early once `max_seconds` are spent; one warm-up only where it took over max_seconds / 4)."""
+    return statistics.median(timed_runs(step, warmup, repeats, max_seconds, lambda: sync(device), min_runs=1,
+                                        slow_warmup_s=max_seconds / 4))
 
 
 def matmul_peak_gflops(dtype: torch.dtype, device: torch.device, n: int = 2048, seconds: float = 2.0) -> float:
@@ -181,7 +192,7 @@ def kd_epoch_cost(c: dict, rounds: int = 3) -> dict:
     objectives = {"student alone": SupervisedObjective(supervised),
                   "distillation": KDObjective(teacher, DistillationLoss(supervised, c["KD_TEMPERATURE"],
                                                                         c["KD_ALPHA"], c["KD_BETA"]))}
-    objectives["distillation"]._to(device, memory_format)
+    objectives["distillation"].to(device, memory_format)
 
     def train_epoch(objective):
         for images, targets, _ in loader:

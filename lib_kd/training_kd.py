@@ -88,7 +88,7 @@ class KDObjective:
             p.requires_grad_(False)
         self.teacher.eval()
 
-    def _to(self, device: torch.device, memory_format=torch.channels_last) -> None:
+    def to(self, device: torch.device, memory_format=torch.channels_last) -> None:
         if self.device != device:
             # the student's memory format (CHANNELS_LAST): the teacher's convolutions, MobileNetV2's
             # depthwise ones above all, run 1.5-3x faster in channels_last; the weights' values do not change
@@ -99,7 +99,7 @@ class KDObjective:
     def start(self, device, val_loader, precision: str, memory_format=torch.channels_last) -> None:
         """Called once by the engine before the first epoch: move the teacher to the student's device and
         score it on the very validation loader (and precision) the student is scored on."""
-        self._to(device, memory_format)
+        self.to(device, memory_format)
         val_loss, metrics = evaluate(self.teacher, val_loader, self.loss.supervised, self.bands, device, precision,
                                      progress=self.progress)
         self.teacher_val = {"loss": val_loss, **metrics}
@@ -108,7 +108,7 @@ class KDObjective:
             print(f"teacher on val: IoU {ious} mean {metrics['iou']:.3f} (loss {val_loss:.4f})")
 
     def __call__(self, model, images, targets):
-        self._to(images.device)
+        self.to(images.device)
         if self.teacher.training:  # nothing in the engine reaches the teacher; keep it so whatever happens
             self.teacher.eval()
         logits = model(images)

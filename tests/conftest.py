@@ -15,6 +15,17 @@ TINY_SIZE = 64
 REAL_DATA = ROOT.parent / "shared" / "data" / "sen1floods11_spain" / "02_kfold"
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small models on tiny tiles: one thread is faster, and fair to other tests on a shared machine.
+    Modules opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A 64x64 demo dataset in the 02_kfold layout: 8 train patches (7 bands), 3 val patches (VV, VH)."""

@@ -18,13 +18,7 @@ RANGES = {"VV": list(SAR_DB_RANGE), "VH": list(SAR_DB_RANGE)}
 NODATA_VALUE = -9999.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models on tiny tiles: one thread is faster, and fair to other tests on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def write_checkpoint(path, name: str, args: dict, image_size: int = 64, seed: int = 0):

@@ -1,6 +1,5 @@
 """Interruption and resume: exact continuation, atomic checkpoints, SIGINT, NaN losses."""
 import csv
-import os
 import signal
 import subprocess
 import sys
