@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -295,16 +296,14 @@ def train(constants: dict, model_name: str, model_args: dict,
                 state["stale_epochs"] += 1
 
             if is_main:
-                # Writes are atomic (a kill leaves the previous file); Ctrl-C waits until they are done.
-                previous_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
-                try:
+                # Writes are atomic (a kill leaves the previous file); Ctrl-C waits until they are done
+                # and then stops the run (a SIGINT during the writes is held, not lost).
+                with deferred_sigint():
                     if improved:
                         save_checkpoint(checkpoint_dict(metrics, False), output_dir / "best.pt")
                     save_checkpoint(checkpoint_dict(metrics, True), output_dir / "last.pt")
                     write_history(state["history"], output_dir / "history.csv")
                     write_json(summary(time.time() - started), output_dir / "summary.json")
-                finally:
-                    signal.signal(signal.SIGINT, previous_handler)
             band_ious = " ".join(f"{b} {metrics[f'iou_{b}']:.3f}" for b in c["VAL_BANDS"])
             extra = "".join(f" {k} {v:.4f}" for k, v in zip(objective.columns, means[1:]))
             log(f"epoch {epoch:3d}/{c['EPOCHS']} lr {row['lr']:.2e} train {means[0]:.4f}{extra} val {val_loss:.4f} "
@@ -329,6 +328,20 @@ def train(constants: dict, model_name: str, model_args: dict,
     if interrupted:
         raise SystemExit(130)
     return final
+
+
+@contextmanager
+def deferred_sigint():
+    """Hold a SIGINT (Ctrl-C) that arrives inside the block and raise KeyboardInterrupt at its end, so a
+    write in progress completes and the interrupt still stops the run."""
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def write_history(history: list[dict], path: Path) -> None:

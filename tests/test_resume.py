@@ -1,5 +1,6 @@
 """Interruption and resume: exact continuation, atomic checkpoints, SIGINT, NaN losses."""
 import csv
+import os
 import signal
 import subprocess
 import sys
@@ -65,7 +66,8 @@ def wait_for(path, process, timeout=120):
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_killed_or_interrupted_run_leaves_loadable_checkpoints_and_resumes(tiny_data, tmp_path, sig):
     output = tmp_path / "run"
-    process = run_script(tiny_data, output, "EPOCHS=100")
+    # a run that cannot end by itself before the signal (an epoch of the tiny data takes well under 0.1 s)
+    process = run_script(tiny_data, output, "EPOCHS=100000", "PATIENCE=100000")
     wait_for(output / "last.pt", process)
     time.sleep(0.3)  # somewhere in the next epoch, maybe mid-write
     process.send_signal(sig)
@@ -76,7 +78,7 @@ def test_killed_or_interrupted_run_leaves_loadable_checkpoints_and_resumes(tiny_
         assert process.returncode == -signal.SIGKILL
     epoch = read_checkpoint(output / "last.pt")["epoch"]
     assert read_checkpoint(output / "best.pt")["epoch"] <= epoch
-    resumed = run_script(tiny_data, output, f"EPOCHS={epoch + 1}", "RESUME=1")
+    resumed = run_script(tiny_data, output, f"EPOCHS={epoch + 1}", "PATIENCE=100000", "RESUME=1")
     stdout, stderr = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, stderr
     assert f"resumed from {output / 'last.pt'} after epoch {epoch}" in stdout
@@ -103,3 +105,14 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tiny_
     with pytest.raises(TrainingError, match=r"non-finite training loss at epoch 4, step 2"):
         train({**c, "EPOCHS": 5, "RESUME": True}, "UnetLight", ARGS, objective=NaNAtStep(steps_per_epoch))
     assert read_checkpoint(output / "last.pt")["epoch"] == 3
+
+
+def test_sigint_during_checkpoint_writes_is_held_not_lost():
+    from lib.engine import deferred_sigint
+    written = []
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_sigint():
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of the writes
+            written.append("last.pt")            # the write still completes
+    assert written == ["last.pt"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
