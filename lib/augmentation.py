@@ -7,9 +7,47 @@ from __future__ import annotations
 
 import albumentations as A
 import cv2
+import numpy as np
 import torch
 
 from lib.dataset import IGNORE_INDEX
+
+
+class Affine(A.Affine):
+    """albumentations' Affine (same parameters, same output) warping from a fresh copy of its input: the
+    preloaded split is far larger than the CPU caches, and warpAffine's rotated reads of a cold array
+    run about 2x slower than one sequential copy followed by the warp (15-30% of the data pipeline here)."""
+
+    def apply(self, img: np.ndarray, *args, **params) -> np.ndarray:
+        return super().apply(img.copy(), *args, **params)
+
+    def apply_to_mask(self, mask: np.ndarray, *args, **params) -> np.ndarray:
+        return super().apply_to_mask(mask.copy(), *args, **params)
+
+
+ROTATIONS = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}
+
+
+class RandomRotate90(A.RandomRotate90):
+    """albumentations' RandomRotate90 (same parameters, same output) rotating with cv2.rotate: np.rot90
+    returns a strided view that every later step has to copy, 5x slower on a 256 px patch."""
+
+    def apply(self, img: np.ndarray, factor: int, **params) -> np.ndarray:
+        if factor == 0 or img.ndim > 3:
+            return super().apply(img, factor, **params)
+        return cv2.rotate(np.ascontiguousarray(img), ROTATIONS[factor])
+
+
+class RandomBrightnessContrast(A.RandomBrightnessContrast):
+    """albumentations' RandomBrightnessContrast (same parameters) computed in float32 for float32 images:
+    albucore goes through float64 copies, 4x slower here. Values differ by float rounding (< 1e-6)."""
+
+    def apply(self, img: np.ndarray, alpha: float, beta: float, **params) -> np.ndarray:
+        if img.dtype != np.float32:
+            return super().apply(img, alpha, beta, **params)
+        out = np.multiply(img, np.float32(alpha))
+        out += np.float32(beta)
+        return np.clip(out, 0.0, 1.0, out=out)  # float images live in [0, 1], as albumentations clips them
 
 
 def train_augmentation(seed: int | None = None) -> A.Compose:
@@ -18,14 +56,16 @@ def train_augmentation(seed: int | None = None) -> A.Compose:
     Affine and RandomBrightnessContrast come first, on the contiguous array: after a flip or rotation the
     array is a strided view, on which both run about 2x slower. The distribution is the same as with
     the flips first: the Affine ranges are symmetric under flips and 90-degree turns, and brightness and
-    contrast act per pixel (padding included, as before)."""
+    contrast act per pixel (padding included, as before). Affine, RandomRotate90 and
+    RandomBrightnessContrast are albumentations' own with faster kernels (above): with them the data
+    pipeline runs about 1.5x faster on the demo split."""
     return A.Compose([
-        A.Affine(translate_percent=(-0.0625, 0.0625), scale=(0.9, 1.1), rotate=(-15, 15),
-                 border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX, p=0.5),
-        A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
+        Affine(translate_percent=(-0.0625, 0.0625), scale=(0.9, 1.1), rotate=(-15, 15),
+               border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX, p=0.5),
+        RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
         A.HorizontalFlip(p=0.5),
         A.VerticalFlip(p=0.5),
-        A.RandomRotate90(p=0.5),
+        RandomRotate90(p=0.5),
     ], seed=seed)
 
 

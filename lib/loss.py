@@ -9,11 +9,14 @@ away from 0 so that gamma < 1 never yields an infinite or NaN gradient.
 
 Default gamma 0.75 is the focal exponent of Abraham & Khan (2019, 1/gamma with gamma = 4/3);
 gamma = 1 is plain Tversky, which is what the published SAR-KD-Flood code computes.
+
+The sums are those of smp's soft_tversky_score (FP = sum(p) - TP, FN = sum(t) - TP), written with float
+masks and one dot product: comparisons and bool-to-float casts are unvectorized, slow kernels on the CPU,
+and at full resolution they made the loss a quarter of a small student's training step.
 """
 from __future__ import annotations
 
 import torch
-from segmentation_models_pytorch.losses._functional import soft_tversky_score
 from torch import nn
 
 from lib.dataset import IGNORE_INDEX
@@ -28,8 +31,15 @@ class FocalTverskyLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """logits [B, 1, H, W] (raw), target [B, 1, H, W] with 0/1 and ignore_index."""
-        valid = target != self.ignore_index
-        probability = torch.sigmoid(logits.float()) * valid  # ignored pixels count as neither FP nor TP
-        truth = (target == 1).float()
-        score = soft_tversky_score(probability, truth, self.alpha, self.beta, self.smooth, self.eps)
+        labels = target.float()
+        truth = equals(labels, 1)
+        probability = torch.sigmoid(logits.float()) * (1 - equals(labels, self.ignore_index))  # no-data: no FP, no TP
+        tp = torch.dot(probability.flatten(), truth.flatten())
+        fp, fn = probability.sum() - tp, truth.sum() - tp
+        score = (tp + self.smooth) / (tp + self.alpha * fp + self.beta * fn + self.smooth).clamp_min(self.eps)
         return (1.0 - score).clamp_min(self.eps) ** self.gamma
+
+
+def equals(labels: torch.Tensor, value: float) -> torch.Tensor:
+    """1.0 where the integer-valued float tensor `labels` equals `value`, else 0.0, in float arithmetic only."""
+    return (1 - (labels - value).abs_()).clamp_(min=0)

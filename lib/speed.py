@@ -7,6 +7,7 @@ backward, AdamW step over the used parameters), as lib/engine.py runs it.
 """
 from __future__ import annotations
 
+import re
 import statistics
 import time
 
@@ -64,9 +65,41 @@ def matmul_peak_gflops(dtype: torch.dtype, device: torch.device, n: int = 2048, 
     """Measured GFLOP/s of an n x n matrix product in `dtype`: the practical ceiling of this machine."""
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
-    step = lambda: torch.mm(a, b)  # noqa: E731
+    return 2 * n**3 / _best_seconds(lambda: torch.mm(a, b), device, seconds) / 1e9
+
+
+def conv_peak_gflops(dtype: torch.dtype, device: torch.device, channels: int = 128, side: int = 64,
+                     seconds: float = 2.0) -> float:
+    """Measured GFLOP/s of a 3x3 convolution (channels_last, batch 4) in `dtype`: the convolution kernels
+    (oneDNN on the CPU) are not the matrix product's (MKL), and on some CPUs they run faster."""
+    conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(device, dtype, memory_format=torch.channels_last)
+    x = torch.randn(4, channels, side, side, device=device).to(dtype).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        return 2 * 4 * channels**2 * 9 * side**2 / _best_seconds(lambda: conv(x), device, seconds) / 1e9
+
+
+def _best_seconds(step, device: torch.device, seconds: float) -> float:
     runs = max(3, int(seconds / max(timed(step, device, warmup=1, repeats=1), 1e-6)))
-    return 2 * n**3 / timed(step, device, warmup=1, repeats=runs) / 1e9
+    return timed(step, device, warmup=1, repeats=runs)
+
+
+# operators whose time bf16 can shrink: matrix products and convolutions (forward and backward)
+ACCELERATED_OPS = re.compile(r"conv|mm|linear|matmul")
+
+
+def accelerated_share(step, runs: int = 2) -> float:
+    """Share of `step`'s operator time (torch.profiler, self CPU time) spent in matrix products and
+    convolutions, the only operators that bf16 makes several times faster. Where it is small, the step
+    is bound by memory traffic and per-operator overhead (normalization, activations, the loss,
+    upsampling, the optimizer), which the number format barely changes."""
+    from torch.profiler import ProfilerActivity, profile
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(runs):
+            step()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    return sum(e.self_cpu_time_total for e in events if ACCELERATED_OPS.search(e.key)) / total if total else 0.0
 
 
 def activation_bytes(model: nn.Module, image_size: int, device: torch.device) -> int:
@@ -98,9 +131,8 @@ def prepare(model: nn.Module, config: str, device: torch.device):
     return (torch.compile(model) if compiled else model), memory_format, precision
 
 
-def inference_rate(model: nn.Module, config: str, batch: int, image_size: int, device: torch.device,
-                   **timing) -> float:
-    """Images per second of `model` (eval mode, no autograd) at `batch` in configuration `config`."""
+def inference_step(model: nn.Module, config: str, batch: int, image_size: int, device: torch.device):
+    """One forward pass of `model` (eval mode, no autograd) on `batch` patches in configuration `config`."""
     net, memory_format, precision = prepare(model.eval(), config, device)
     images = torch.rand(batch, 1, image_size, image_size, device=device).contiguous(memory_format=memory_format)
 
@@ -108,12 +140,17 @@ def inference_rate(model: nn.Module, config: str, batch: int, image_size: int, d
         with torch.inference_mode(), autocast(device, precision):
             net(images)
 
-    return batch / timed(step, device, **timing)
+    return step
 
 
-def train_rate(model: nn.Module, config: str, batch: int, image_size: int, device: torch.device,
-               **timing) -> float:
-    """Training samples per second: forward, Focal Tversky loss, backward and AdamW step, as the engine runs them."""
+def inference_rate(model: nn.Module, config: str, batch: int, image_size: int, device: torch.device,
+                   **timing) -> float:
+    """Images per second of `model` (eval mode, no autograd) at `batch` in configuration `config`."""
+    return batch / timed(inference_step(model, config, batch, image_size, device), device, **timing)
+
+
+def train_step(model: nn.Module, config: str, batch: int, image_size: int, device: torch.device):
+    """One training step as the engine runs it: forward, Focal Tversky loss, backward, AdamW step."""
     model.train()
     trainable = used_parameters(model, image_size)
     net, memory_format, precision = prepare(model, config, device)
@@ -132,7 +169,13 @@ def train_rate(model: nn.Module, config: str, batch: int, image_size: int, devic
         scaler.step(optimizer)
         scaler.update()
 
-    return batch / timed(step, device, **timing)
+    return step
+
+
+def train_rate(model: nn.Module, config: str, batch: int, image_size: int, device: torch.device,
+               **timing) -> float:
+    """Training samples per second: forward, Focal Tversky loss, backward and AdamW step, as the engine runs them."""
+    return batch / timed(train_step(model, config, batch, image_size, device), device, **timing)
 
 
 def int8_dynamic(model: nn.Module) -> nn.Module | None:

@@ -158,3 +158,24 @@ def test_real_sen1floods11_chip_loads_normalizes_and_ignores_nodata():
     assert ((target[0].numpy() == IGNORE_INDEX) == ~np.isin(raw_label, [0, 1])).all()
     train = BandPatchDataset(REAL_DATA, "train", ("VV", "VH", "B2", "B3", "B4", "NDVI", "NDWI"), train=True)
     assert len(train) == 2 and not train.skipped
+
+
+def test_faster_transforms_give_albumentations_own_results():
+    import albumentations as A
+    import cv2
+
+    from lib import augmentation
+    rng = np.random.default_rng(1)
+    image = rng.random((48, 40), dtype=np.float32)
+    mask = (rng.random((48, 40)) < 0.4).astype(np.uint8)
+    affine = dict(translate_percent=(-0.0625, 0.0625), scale=(0.9, 1.1), rotate=(-15, 15),
+                  border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX, p=0.7)
+    for seed in range(12):
+        theirs = A.Compose([A.Affine(**affine), A.RandomBrightnessContrast(0.2, 0.2, p=0.7),
+                            A.RandomRotate90(p=0.8)], seed=seed)(image=image, mask=mask)
+        ours = A.Compose([augmentation.Affine(**affine), augmentation.RandomBrightnessContrast(0.2, 0.2, p=0.7),
+                          augmentation.RandomRotate90(p=0.8)], seed=seed)(image=image, mask=mask)
+        assert ours["image"].dtype == np.float32 and ours["image"].flags.c_contiguous
+        assert np.allclose(ours["image"], theirs["image"], atol=1e-6)
+        assert np.array_equal(ours["mask"], theirs["mask"])
+    assert not np.array_equal(ours["image"], image)  # something was applied

@@ -66,3 +66,18 @@ def test_false_negatives_cost_more_than_false_positives(alpha, beta):
     extra[..., 9, :] = 30.0    # 10 false positives
     loss_fn = FocalTverskyLoss(alpha=alpha, beta=beta, gamma=1.0)
     assert loss_fn(missed, target) > loss_fn(extra, target)
+
+
+def test_sums_equal_smp_soft_tversky_score_in_value_and_gradient():
+    from segmentation_models_pytorch.losses._functional import soft_tversky_score
+    logits, target = random_batch(seed=5)
+    target[:, :, :4] = IGNORE_INDEX
+    ours_logits, smp_logits = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    ours = FocalTverskyLoss()(ours_logits, target)
+    probability = torch.sigmoid(smp_logits) * (target != IGNORE_INDEX)
+    score = soft_tversky_score(probability, (target == 1).float(), 0.3, 0.7, 1.0, 1e-7)
+    reference = (1 - score) ** 0.75
+    ours.backward()
+    reference.backward()
+    assert torch.allclose(ours, reference, atol=1e-6)
+    assert torch.allclose(ours_logits.grad, smp_logits.grad, atol=1e-9, rtol=1e-4)

@@ -85,15 +85,26 @@ def test_speed_benchmark_quick(tmp_path):
     result = benchmark.main(["--train", "--quick", "--no-compile", "--models", "UnetLight", "PSPMixer",
                              "--output", str(output)])
     assert result["peaks"]["fp32"] > 0 and result["peaks"]["bf16"] > 0
+    assert result["peaks"]["fp32"] == max(result["peaks"]["matmul fp32"], result["peaks"]["conv fp32"])
     rows = {row["label"]: row for row in result["rows"]}
     for label in ("UnetLight", "PSPMixer"):
         assert "error" not in rows[label], rows[label]
         assert set(rows[label]["train"]) == {"fp32 eager", "bf16 + channels_last"}
         assert all(rate > 0 for rate in rows[label]["train"].values())
     assert "int8 dynamic (Linear)" in rows["PSPMixer"]["infer_batch"]  # PSPMixer has Linear layers
+    assert all(0 < share < 1 for share in rows["UnetLight"]["accelerated_share"].values())
     assert result["pipeline"]["data_rate"] > 0
     text = output.read_text()
     assert "| UnetLight |" in text and "Hardware limit" in text and "Data pipeline" in text
+    assert "Where the time goes" in text
+
+
+def test_accelerated_share_tells_arithmetic_from_memory_traffic():
+    from lib.speed import accelerated_share
+    a, b = torch.randn(256, 256), torch.randn(256, 256)
+    x = torch.randn(1 << 20)
+    assert accelerated_share(lambda: torch.mm(a, b)) > 0.9
+    assert accelerated_share(lambda: torch.sigmoid(x) * x) < 0.1
 
 
 def test_kd_cost_times_student_teacher_and_distillation(tiny_pspnet, tiny_data):
