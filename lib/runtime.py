@@ -55,7 +55,7 @@ def cpu_has_native_bf16() -> bool:
 
 def resolve_precision(requested: str, device: torch.device) -> str:
     """"fp32", "fp16" or "bf16". "auto": mixed precision on CUDA (bf16 where supported, else fp16), bf16
-    autocast on a CPU with native bf16 (AVX512-BF16/AMX: 2-4x faster training here), float32 elsewhere."""
+    autocast on a CPU with native bf16 (AVX512-BF16/AMX: about 2x faster training here), float32 elsewhere."""
     if requested in ("auto", None):
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"

@@ -83,8 +83,9 @@ def _best_seconds(step, device: torch.device, seconds: float) -> float:
     return timed(step, device, warmup=1, repeats=runs)
 
 
-# operators whose time bf16 can shrink: matrix products and convolutions (forward and backward)
-ACCELERATED_OPS = re.compile(r"conv|mm|linear|matmul")
+# operators whose time bf16 can shrink: matrix products and convolutions, forward and backward (not
+# upsample_bilinear2d, whose name also holds "linear", nor the memory-bound dot of the loss)
+ACCELERATED_OPS = re.compile(r"convolution|::(mm|addmm|bmm|baddbmm|matmul|linear|mkldnn_linear)$")
 
 
 def accelerated_share(step, runs: int = 2) -> float:
