@@ -77,7 +77,9 @@ def test_killed_or_interrupted_run_leaves_loadable_checkpoints_and_resumes(tiny_
     else:
         assert process.returncode == -signal.SIGKILL
     epoch = read_checkpoint(output / "last.pt")["epoch"]
-    assert read_checkpoint(output / "best.pt")["epoch"] <= epoch
+    # best.pt is written just before last.pt, so a SIGKILL between the two leaves best.pt one epoch ahead
+    # (the resumed run repeats that epoch bit for bit and rewrites it); never further
+    assert read_checkpoint(output / "best.pt")["epoch"] <= epoch + (sig == signal.SIGKILL)
     resumed = run_script(tiny_data, output, f"EPOCHS={epoch + 1}", "PATIENCE=100000", "RESUME=1")
     stdout, stderr = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, stderr
