@@ -26,7 +26,8 @@ during the prediction). Models are randomly initialized: speed does not depend o
 training samples/s at its script's batch size and inference images/s at batch 1 and BATCH_SIZE, each in
 float32 eager and in the fastest configuration found (lib.speed.CONFIGS: bf16 autocast, channels_last,
 torch.compile; int8 dynamic quantization for inference where a model has Linear layers), with the ratio,
-beside the measured matmul peak of the machine in float32 and bfloat16 and each model's fraction of it;
+beside the measured matmul and convolution peaks of the machine in float32 and bfloat16 and each model's
+fraction of them, and the share of each step spent in matrix products and convolutions (torch.profiler);
 then the data pipeline (loading + augmentation alone) against the fastest student's training step.
 """
 from __future__ import annotations
@@ -318,19 +319,11 @@ def run_speed(labels: list[str], configs: dict, o: dict, environment: dict) -> d
     for name in ("fp32", "bf16"):  # the ceiling of a number format: the faster of its two kernel families
         peaks[name] = max(peaks[f"matmul {name}"], peaks[f"conv {name}"])
     print("peaks on " + str(device) + ": " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()) + " GFLOP/s", flush=True)
-    rows = []
-    for label in labels:
-        name, arguments = configs[label]
-        started = time.perf_counter()
-        payload = {"label": label, "name": name, "args": arguments, "options": o}
-        row = measure_speed(label, name, arguments, o) if o["in_process"] else run_isolated("speed", payload)
-        rows.append(row)
-        if "error" in row:
-            print(f"  {label}: failed: {row['error']}", flush=True)
-            continue
+    def status(row):
         config, rate = best_of(row["train"])
-        print(f"  {label}: train {row['train']['fp32 eager']:.1f} -> {rate:.1f} samples/s ({config}) "
-              f"({time.perf_counter() - started:.0f} s)", flush=True)
+        return f"train {row['train']['fp32 eager']:.1f} -> {rate:.1f} samples/s ({config})"
+
+    rows = measure_each("speed", labels, configs, o, measure_speed, status)
     students = [r for r in rows if "error" not in r and r["model"] in ("PSPMixer", "UnetLight")]
     fastest = max((best_of(r["train"])[1] for r in students), default=0.0)
     pipeline = data_pipeline(o, fastest)
@@ -423,6 +416,21 @@ def kd_cost(overrides: list[str]) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- runner
+
+def measure_each(kind: str, labels: list[str], configs: dict, o: dict, measure, status) -> list[dict]:
+    """One row per model label: `measure(label, name, args, o)` in this process, or in a fresh one (`kind`
+    of --worker); prints `status(row)` (or the error) and the seconds it took."""
+    rows = []
+    for label in labels:
+        name, arguments = configs[label]
+        started = time.perf_counter()
+        payload = {"label": label, "name": name, "args": arguments, "options": o}
+        row = measure(label, name, arguments, o) if o["in_process"] else run_isolated(kind, payload)
+        rows.append(row)
+        text = f"failed: {row['error']}" if "error" in row else status(row)
+        print(f"  {label}: {text} ({time.perf_counter() - started:.0f} s)", flush=True)
+    return rows
+
 
 def run_isolated(kind: str, payload: dict) -> dict:
     """Run one measurement in a fresh Python process (`benchmark.py --worker`); returns its result."""
@@ -639,16 +647,9 @@ def main(argv=None) -> dict:
     print(f"benchmark: {len(labels)} model(s), {o['image_size']} px, batch {o['batch_size']}, "
           f"{torch.get_num_threads()} threads, {'in-process' if o['in_process'] else 'one process per model'}", flush=True)
 
-    rows = []
-    for label in labels:
-        name, model_arguments = configs[label]
-        started = time.perf_counter()
-        payload = {"label": label, "name": name, "args": model_arguments, "options": o}
-        row = measure_model(label, name, model_arguments, o) if o["in_process"] else run_isolated("model", payload)
-        rows.append(row)
-        status = row.get("error") or (f"{row['gflops']:.2f} GFLOPs, {row['cpu_latency_ms']:.1f} ms, "
-                                      f"{row['cpu_throughput']:.1f} img/s, peak {row['cpu_peak_mib']:.0f} MiB")
-        print(f"  {label}: {status} ({time.perf_counter() - started:.0f} s)", flush=True)
+    rows = measure_each("model", labels, configs, o, measure_model,
+                        lambda row: f"{row['gflops']:.2f} GFLOPs, {row['cpu_latency_ms']:.1f} ms, "
+                                    f"{row['cpu_throughput']:.1f} img/s, peak {row['cpu_peak_mib']:.0f} MiB")
 
     scenes = []
     if o["scene_size"] > 0 and scene_labels:

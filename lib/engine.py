@@ -333,7 +333,11 @@ def train(constants: dict, model_name: str, model_args: dict,
 @contextmanager
 def deferred_sigint():
     """Hold a SIGINT (Ctrl-C) that arrives inside the block and raise KeyboardInterrupt at its end, so a
-    write in progress completes and the interrupt still stops the run."""
+    write in progress completes and the interrupt still stops the run. Where SIGINT is ignored (a run
+    started in the background or with nohup), it stays ignored."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield
+        return
     received = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
     try:

@@ -52,7 +52,9 @@ def test_crash_mid_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 def run_script(tiny_data, output, *extra):
     command = [sys.executable, "train_unetlight.py", f"DATA_ROOT={tiny_data}", f"OUTPUT_DIR={output}", "IMAGE_SIZE=64",
                "BATCH_SIZE=2", "NUM_WORKERS=0", "DEVICE=cpu", "WIDTH=4", *extra]
-    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C enabled in the child even where the test runner was started with SIGINT ignored (nohup, &)
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for(path, process, timeout=120):
@@ -109,7 +111,15 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tiny_
     assert read_checkpoint(output / "last.pt")["epoch"] == 3
 
 
-def test_sigint_during_checkpoint_writes_is_held_not_lost():
+@pytest.fixture
+def ctrl_c_enabled():
+    """Python's own SIGINT handler, also where the test runner was started with SIGINT ignored (nohup, &)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_sigint_during_checkpoint_writes_is_held_not_lost(ctrl_c_enabled):
     from lib.engine import deferred_sigint
     written = []
     with pytest.raises(KeyboardInterrupt):
@@ -118,3 +128,14 @@ def test_sigint_during_checkpoint_writes_is_held_not_lost():
             written.append("last.pt")            # the write still completes
     assert written == ["last.pt"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
+def test_ignored_sigint_stays_ignored_during_writes():
+    from lib.engine import deferred_sigint
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with deferred_sigint():
+            os.kill(os.getpid(), signal.SIGINT)  # a background run is not stopped by it
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
