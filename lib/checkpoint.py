@@ -18,13 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from lib.errors import CheckpointError
 from lib.model import build_model
 
 FORMAT = "sar-kd-flood/1"
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message names the file and the problem."""
 
 
 def plain(value: Any) -> Any:

@@ -4,12 +4,9 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-from lib.checkpoint import CheckpointError
-from lib.config import ConfigError
-from lib.dataset import DataError
-from lib.engine import TrainingError
+from lib.errors import ReportedError
 
-KNOWN_ERRORS = (DataError, CheckpointError, ConfigError, TrainingError, FileNotFoundError)
+KNOWN_ERRORS = (ReportedError, FileNotFoundError)
 
 
 def clean_message(error: BaseException) -> str:

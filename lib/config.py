@@ -10,6 +10,8 @@ import ast
 import sys
 from typing import Any, Mapping, Sequence
 
+from lib.errors import ConfigError
+
 # Defaults for the constants a script may leave out; a script's own constants override these.
 DEFAULTS = dict(
     DATA_FORMAT="bands", DATA_ROOT="02_kfold", TRAIN_LIST="train.txt", VAL_LIST="val.txt",
@@ -19,10 +21,6 @@ DEFAULTS = dict(
     FTL_GAMMA=0.75, DEVICE="auto", PRECISION="auto", CHANNELS_LAST="auto", COMPILE="auto", NUM_WORKERS="auto",
     SYNC_BN=False, OUTPUT_DIR=None, RESUME=False, ENCODER_WEIGHTS=None, PROGRESS=True,
 )
-
-
-class ConfigError(ValueError):
-    """A constant override that cannot be applied (unknown name, wrong type, bad syntax)."""
 
 
 def script_constants(namespace: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,15 +19,13 @@ import torch
 from torch.utils.data import Dataset
 
 from lib.bands import normalize
-from lib.config import ConfigError
+from lib.errors import ConfigError, DataError
 
 IGNORE_INDEX = 255
 PRELOAD_BUDGET_BYTES = 4 * 1024**3  # PRELOAD="auto" keeps the split in memory below this size (as float16)
 FLOAT32_CACHE_BYTES = 1024**3       # below this a preloaded split stays float32: no conversion per sample
 
 
-class DataError(ValueError):
-    """Bad input data; the message names the file and what is wrong."""
 
 
 def missing_data_message(root: Path | str) -> str:

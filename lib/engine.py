@@ -29,6 +29,7 @@ from lib.config import DEFAULTS
 from lib.checkpoint import FORMAT, load_state, plain, read_checkpoint, save_checkpoint
 from lib.data import build_datasets, data_settings, resolve_data_constants
 from lib.encoder_weights import load_encoder_weights
+from lib.errors import TrainingError
 from lib.loss import FocalTverskyLoss
 from lib.metrics import BandConfusion
 from lib.model import build_model, used_parameters
@@ -36,8 +37,6 @@ from lib.plotting import plot_curves
 from lib.runtime import (autocast, keep_freed_memory, library_versions, resolve_device, resolve_workers,
                          seed_everything, speed_settings)
 
-class TrainingError(RuntimeError):
-    """The run cannot go on (for example a NaN loss); the last good checkpoint stays."""
 
 
 class SupervisedObjective:

@@ -34,16 +34,13 @@ from torch import nn
 from tqdm import tqdm
 
 from lib.bands import normalize
+from lib.errors import InferenceError
 from lib.runtime import autocast
 
 NODATA = 255                      # no-data value of the mask
 MASK_BLOCK = 256                  # GeoTIFF block size of the outputs
 GDAL_CACHE_MB = 128               # GDAL's block cache (its default, 5% of RAM, would count as "our" memory)
 QUICKLOOK_SIDE = 1024             # long side of the quick-look PNG, at most
-
-
-class InferenceError(ValueError):
-    """Bad settings or input for whole-scene inference; the message says what to change."""
 
 
 # ----------------------------------------------------------------------------------------- geometry
