@@ -7,18 +7,19 @@ and `last.pt` adds `training_state` (optimizer, scheduler, scaler, counters, RNG
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from lib.errors import CheckpointError
+from lib.errors import CheckpointError, OutputError, os_error_text
 from lib.model import build_model
 
 FORMAT = "sar-kd-flood/1"
@@ -45,20 +46,33 @@ def plain(value: Any) -> Any:
     return repr(value)
 
 
-def save_checkpoint(checkpoint: dict, path: Path | str) -> None:
-    """Write to a temporary file in the same folder, flush it to disk, then rename over `path`, so a
-    crash mid-write leaves the previous checkpoint intact."""
+def atomic_write(path: Path | str, write: Callable[[BinaryIO], None]) -> None:
+    """Write `path` through a temporary file in its folder, flushed to disk and renamed over it, so a crash or
+    a full disk mid-write leaves the previous file intact. A failed write (an OSError: disk full, read-only
+    folder) is one OutputError naming the file, the OS error and what is left."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    existed = path.exists()
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "wb") as handle:
-            torch.save(checkpoint, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+    except OutputError:
+        raise
+    except OSError as error:
+        kept = f"the previous {path.name} is kept unchanged" if existed else f"no {path.name} was written"
+        raise OutputError(f"{path}: could not be written ({os_error_text(error)}); {kept}") from None
     finally:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+
+
+def save_checkpoint(checkpoint: dict, path: Path | str) -> None:
+    """torch.save through atomic_write: a crash mid-write leaves the previous checkpoint intact."""
+    atomic_write(path, lambda handle: torch.save(checkpoint, handle))
 
 
 def read_checkpoint(path: Path | str) -> dict:

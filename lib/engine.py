@@ -10,6 +10,7 @@ DistributedDataParallel (one process per device; BATCH_SIZE is per process).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import signal
@@ -26,13 +27,16 @@ from tqdm import tqdm
 
 from lib.augmentation import seed_worker
 from lib.config import DEFAULTS
-from lib.checkpoint import FORMAT, load_state, plain, read_checkpoint, save_checkpoint
+from lib.checkpoint import FORMAT, atomic_write, load_state, plain, read_checkpoint, save_checkpoint
 from lib.data import build_datasets, data_settings, resolve_data_constants
 from lib.encoder_weights import load_encoder_weights
-from lib.errors import TrainingError
+from lib.errors import TrainingError  # noqa: F401 (re-exported: tests and callers catch it here)
 from lib.loss import FocalTverskyLoss
 from lib.metrics import BandConfusion
 from lib.model import build_model, used_parameters
+from lib.nonfinite import non_finite_loss
+from lib.resume import check_resume, describe, record_resume
+from lib.run_lock import holds_output_dir, output_dir_of
 from lib.plotting import plot_curves
 from lib.runtime import (autocast, keep_freed_memory, library_versions, resolve_device, resolve_workers,
                          seed_everything, speed_settings)
@@ -132,6 +136,7 @@ def evaluate(model: nn.Module, loader, loss_fn: nn.Module, bands, device: torch.
 
 # ------------------------------------------------------------------------------------------- training
 
+@holds_output_dir  # one run per OUTPUT_DIR (a lock file), which is checked writable before any work
 def train(constants: dict, model_name: str, model_args: dict,
           objective: Callable | None = None, extra_summary: Callable[[], dict] | None = None) -> dict:
     """Train `model_name` with the script's constants; writes best.pt, last.pt, history.csv,
@@ -141,7 +146,7 @@ def train(constants: dict, model_name: str, model_args: dict,
     rank, world_size, device = distributed_context(c["DEVICE"])
     is_main = rank == 0
     log = print if is_main else (lambda *args, **kwargs: None)
-    output_dir = Path(c["OUTPUT_DIR"] or f"runs/{model_name.lower()}")
+    output_dir = output_dir_of(c, model_name)
     speed = speed_settings(c, device)  # precision, channels_last, compile
     if device.type == "cpu":
         keep_freed_memory()  # no page faults for every step's activations (up to 4x faster steps here)
@@ -185,19 +190,21 @@ def train(constants: dict, model_name: str, model_args: dict,
     warmup_steps = max(1, c["WARMUP_EPOCHS"] * len(train_loader))
 
     data_info = data_settings(c)
-    state = {"epoch": 0, "step": 0, "best_iou": -1.0, "best_epoch": 0, "stale_epochs": 0, "history": []}
+    state = {"epoch": 0, "step": 0, "best_iou": -1.0, "best_epoch": 0, "stale_epochs": 0, "history": [], "resumes": []}
 
     if c["RESUME"]:
         last = output_dir / "last.pt"
         if not last.is_file():
             raise SystemExit(f"error: RESUME=1 but {last} does not exist")
         checkpoint = read_checkpoint(last)
+        changes = check_resume(checkpoint, last, constants, model_name, model_args, data_info, world_size)
         load_state(model, checkpoint["state_dict"], str(last))
         optimizer.load_state_dict(checkpoint["training_state"]["optimizer"])
         plateau.load_state_dict(checkpoint["training_state"]["plateau"])
         scaler.load_state_dict(checkpoint["training_state"]["scaler"])
         state.update(checkpoint["training_state"]["progress"])
-        log(f"resumed from {last} after epoch {state['epoch']}")
+        state["resumes"] = record_resume(state.get("resumes", []), state["epoch"], changes)
+        log(f"resumed from {last} after epoch {state['epoch']}" + (f"; changed: {describe(changes)}" if changes else ""))
 
     def checkpoint_dict(metrics: dict, with_training_state: bool) -> dict:
         checkpoint = {"format": FORMAT, "model": {"name": model_name, "args": plain(model_args)},
@@ -218,7 +225,7 @@ def train(constants: dict, model_name: str, model_args: dict,
                   "data": {"root": str(c["DATA_ROOT"]), **plain(data_info), "train_patches": len(train_set),
                            "val_items": len(val_set),
                            "skipped": {"train": dict(train_set.skipped), "val": dict(val_set.skipped)}},
-                  "constants": plain(constants), "wall_time_s": round(wall, 1), "versions": library_versions()}
+                  "constants": plain(constants), "resumes": state["resumes"], "wall_time_s": round(wall, 1), "versions": library_versions()}
         if extra_summary:
             result.update(plain(extra_summary()))
         return result
@@ -270,10 +277,10 @@ def train(constants: dict, model_name: str, model_args: dict,
                         break
                     bar.set_postfix(loss=f"{float(values[0]):.4f}", refresh=False)
             if first_bad_step >= 0 or not torch.isfinite(sums).all():
-                where = f"step {first_bad_step}" if first_bad_step >= 0 else "one of its steps"
-                raise TrainingError(f"non-finite training loss at epoch {epoch}, {where}; stopping. "
-                                    f"The last good checkpoint ({output_dir / 'last.pt'}) is kept. "
-                                    f"Try a lower LR or check the input data for extreme values")
+                step_known = first_bad_step >= 0
+                raise non_finite_loss(epoch, first_bad_step if step_known else None, values if step_known else sums,
+                                      objective.columns, step_known and state["step"] == first_bad_step == 1,
+                                      state["epoch"], output_dir)
             if world_size > 1:
                 dist.all_reduce(sums)
                 sums /= world_size
@@ -348,14 +355,16 @@ def deferred_sigint():
 
 
 def write_history(history: list[dict], path: Path) -> None:
+    """history.csv (a metric without a score, NaN, is an empty cell); atomic, a failed write is an OutputError."""
     columns = list(dict.fromkeys(key for row in history for key in row))
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(history)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(plain(history))
+    atomic_write(path, lambda handle: handle.write(text.getvalue().encode()))
 
 
 def write_json(data: dict, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=2, allow_nan=False, default=str))
-    os.replace(temporary, path)
+    """JSON without NaN (plain() makes it null); atomic, a failed write is an OutputError."""
+    text = json.dumps(plain(data), indent=2, allow_nan=False, default=str)
+    atomic_write(path, lambda handle: handle.write(text.encode()))

@@ -29,3 +29,10 @@ class InferenceError(ReportedError, ValueError):
 
 class OutputError(ReportedError, OSError):
     """An output that cannot be written (folder not writable, disk full, held by another run)."""
+
+
+def os_error_text(error: OSError) -> str:
+    """'No space left on device (errno 28)' rather than the repr of the exception, for messages."""
+    if error.strerror:
+        return f"{error.strerror} (errno {error.errno})" if error.errno else error.strerror
+    return f"{type(error).__name__}: {error}"

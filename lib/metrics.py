@@ -6,15 +6,22 @@ value, not a mean of per-batch values. The `_<band>` keys are per band; the plai
 `iou_per_image` is the convention of the published KOMPSAT-5 evaluation: the mean over images of each
 image's water IoU, where an image without water scores the IoU of the inverted masks (land IoU)
 instead of 0/0. It is reported beside, never instead of, the dataset-wide `iou`.
+
+A band without a single valid pixel (every label no-data, or every image pixel NaN) has no score: its
+metrics are NaN, a warning names it, and the plain keys (the mean that picks best.pt) average the other
+bands. Where no band has a valid pixel there is nothing to score, and that is a DataError.
 """
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Sequence
 
 import segmentation_models_pytorch as smp
 import torch
 
 from lib.dataset import IGNORE_INDEX
+from lib.errors import DataError
 
 METRICS = {"iou": smp.metrics.iou_score, "f1": smp.metrics.f1_score, "precision": smp.metrics.precision,
            "recall": smp.metrics.recall, "accuracy": smp.metrics.accuracy}
@@ -37,7 +44,10 @@ def per_image_iou(stats: torch.Tensor) -> torch.Tensor:
 
 
 def metrics_from_counts(counts: torch.Tensor) -> dict[str, float]:
-    """Metrics from summed (tp, fp, fn, tn) counts [4]; an empty ratio (0/0) counts as 1."""
+    """Metrics from summed (tp, fp, fn, tn) counts [4]; an empty ratio (0/0) counts as 1 (a dry band
+    predicted dry), but counts without any valid pixel give NaN: there is nothing to score."""
+    if int(counts.sum()) == 0:
+        return {name: math.nan for name in METRICS}
     tp, fp, fn, tn = (counts[i].reshape(1, 1) for i in range(4))
     # smp's micro reduction leaves 0/0 as NaN whatever zero_division says
     return {name: float(torch.nan_to_num(metric(tp, fp, fn, tn, reduction="micro"), nan=1.0))
@@ -56,16 +66,30 @@ class BandConfusion:
         stats = confusion_counts(logits.detach(), target).cpu()
         band_index = band_index.cpu()
         self.counts.index_add_(0, band_index, stats)
-        self.image_iou.index_add_(0, band_index, torch.stack([per_image_iou(stats), torch.ones(len(stats))], 1))
+        scored = (stats.sum(1) > 0).double()  # an image without a valid pixel has no IoU of its own
+        self.image_iou.index_add_(0, band_index, torch.stack([per_image_iou(stats) * scored, scored], 1))
+
+    def scored_bands(self) -> list[str]:
+        """The bands with at least one valid pixel; warns naming each band without."""
+        empty = [band for i, band in enumerate(self.bands) if int(self.counts[i].sum()) == 0]
+        if len(empty) == len(self.bands):
+            raise DataError(f"no valid pixel in any validation band ({', '.join(self.bands)}): every label pixel is "
+                            f"no-data or every image pixel NaN, so there is nothing to score; check the labels")
+        for band in empty:
+            warnings.warn(f"validation band {band} has no valid pixel (every label pixel no-data or every image "
+                          f"pixel NaN): it has no score (NaN) and is left out of the mean", RuntimeWarning, stacklevel=3)
+        return [band for band in self.bands if band not in empty]
 
     def compute(self) -> dict[str, float]:
         result: dict[str, float] = {}
+        scored = self.scored_bands()
         per_band = {band: metrics_from_counts(self.counts[i]) for i, band in enumerate(self.bands)}
         for name in METRICS:
             for band in self.bands:
                 result[f"{name}_{band}"] = per_band[band][name]
-            result[name] = sum(per_band[band][name] for band in self.bands) / len(self.bands)
+            result[name] = sum(per_band[band][name] for band in scored) / len(scored)
         for i, band in enumerate(self.bands):
-            result[f"iou_per_image_{band}"] = float(self.image_iou[i, 0] / self.image_iou[i, 1].clamp_min(1))
-        result["iou_per_image"] = sum(result[f"iou_per_image_{b}"] for b in self.bands) / len(self.bands)
+            images = float(self.image_iou[i, 1])
+            result[f"iou_per_image_{band}"] = float(self.image_iou[i, 0]) / images if images else math.nan
+        result["iou_per_image"] = sum(result[f"iou_per_image_{b}"] for b in scored) / len(scored)
         return result

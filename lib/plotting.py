@@ -8,6 +8,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from lib.checkpoint import atomic_write  # noqa: E402
+
 
 def plot_curves(history: list[dict], bands, path: Path) -> None:
     epochs = [row["epoch"] for row in history]
@@ -22,5 +24,7 @@ def plot_curves(history: list[dict], bands, path: Path) -> None:
     iou_axis.set(xlabel="epoch", ylabel="water IoU", title="validation IoU", ylim=(0, 1))
     iou_axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    try:
+        atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=100))
+    finally:
+        plt.close(figure)

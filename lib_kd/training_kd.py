@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib.checkpoint import CheckpointError
-from lib.data import resolve_data_constants
+from lib.checkpoint import CheckpointError, plain
+from lib.data import data_settings, resolve_data_constants
 from lib.dataset import IGNORE_INDEX
 from lib.engine import evaluate, supervised_loss, train
 from lib.model import build_model
@@ -179,12 +179,37 @@ def _same_path(a, b) -> bool:
     return Path(str(a)).expanduser().resolve() == Path(str(b)).expanduser().resolve()
 
 
+def validation_identity(c: dict, data: dict | None = None) -> dict:
+    """What defines a run's validation items (and the data its student learnt from): data root, format, bands,
+    image size, normalization and, for the KOMPSAT-5 layout, the list files (two folds share DATA_ROOT).
+    `data`: the run's recorded data settings (summary.json), else those the constants give now."""
+    c = resolve_data_constants(c)
+    data = plain(data if data is not None else data_settings(c))
+    root = Path(str(c["DATA_ROOT"])).expanduser().resolve()
+    identity = {"DATA_ROOT": str(root), **{key: value for key, value in data.items() if key in DATA_SETTING_KEYS}}
+    if c["DATA_FORMAT"] == "kompsat5":
+        identity.update({name: str((root / str(c[name])).resolve()) for name in ("TRAIN_LIST", "VAL_LIST")})
+    return identity
+
+
+DATA_SETTING_KEYS = ("format", "train_bands", "val_bands", "image_size", "normalization", "calibration_db")
+
+
+def matched_on(c: dict) -> str:
+    """The table's note on why the student-alone run is comparable."""
+    lists = f", TRAIN_LIST {c['TRAIN_LIST']}, VAL_LIST {c['VAL_LIST']}" if c["DATA_FORMAT"] == "kompsat5" else ""
+    return (f"same student and arguments, EPOCHS {c['EPOCHS']}, DATA_ROOT {c['DATA_ROOT']} ({c['DATA_FORMAT']}){lists}, "
+            f"bands, image size and normalization")
+
+
 def find_scratch_run(c: dict, name: str, args: dict, search: list[Path] | None = None) -> Path | None:
-    """The newest summary.json of a plain (not distilled) run of the same student on the same data for the
-    same EPOCHS, under runs/ and beside OUTPUT_DIR."""
+    """The newest summary.json of a plain (not distilled) run of the same student for the same EPOCHS, trained
+    and validated on the same items (validation_identity: on the KOMPSAT-5 layout the same list files, so
+    another fold of the same DATA_ROOT does not match), under runs/ and beside OUTPUT_DIR."""
     output_dir = Path(c["OUTPUT_DIR"])
     folders = search if search is not None else list(dict.fromkeys([Path("runs"), output_dir.parent]))
     wanted = full_args(name, args)
+    identity = validation_identity(c)
     found = []
     for folder in folders:
         for path in Path(folder).glob("*/summary.json"):
@@ -192,12 +217,10 @@ def find_scratch_run(c: dict, name: str, args: dict, search: list[Path] | None =
                 continue
             try:
                 run = json.loads(path.read_text())
-                data = run["data"]
                 matches = (run.get("teacher_checkpoint") is None and run["model"] == name
-                           and full_args(name, run["model_args"]) == wanted
-                           and _same_path(data["root"], c["DATA_ROOT"]) and data.get("format") == c["DATA_FORMAT"]
-                           and data["train_bands"] == list(c["TRAIN_BANDS"]) and data["val_bands"] == list(c["VAL_BANDS"])
-                           and data["image_size"] == int(c["IMAGE_SIZE"]) and run["constants"]["EPOCHS"] == c["EPOCHS"])
+                           and full_args(name, run["model_args"]) == wanted and run["constants"]["EPOCHS"] == c["EPOCHS"]
+                           and validation_identity({**run["constants"], "DATA_ROOT": run["data"]["root"]},
+                                                   run["data"]) == identity)
             except (OSError, ValueError, KeyError, TypeError):
                 continue
             if matches:
@@ -245,7 +268,7 @@ def comparison_table(c: dict, summary: dict, teacher: Teacher, teacher_val: dict
     lines = [f"Distillation: {c['EPOCHS']} epoch(s) on {c['DATA_ROOT']}; validation IoU at each run's best epoch",
              fmt(header), *[fmt(r) for r in rows]]
     if scratch:
-        lines.append(f"student alone: {scratch_path}")
+        lines.append(f"student alone: {scratch_path} (matches: {matched_on(c)})")
     else:
         command = train_command(train_script(name), c, args, keys=("EPOCHS",))
         lines.append(f"student alone: not found: train it with `{command}` and run kd.py again for the comparison")

@@ -405,6 +405,22 @@ def case_resume_from_garbage_checkpoint(tmp: Path, tiny: Path):
 
 
 @script_case
+def case_resume_from_a_best_pt_copied_to_last_pt(tmp: Path, tiny: Path):
+    from lib.checkpoint import FORMAT, save_checkpoint
+    last = tmp / "out" / "last.pt"  # a checkpoint of weights only, like best.pt: no training_state
+    save_checkpoint({"format": FORMAT, "model": {"name": "UnetLight", "args": {"width": 4}}, "epoch": 3,
+                     "state_dict": {}}, last)
+    return [f"DATA_ROOT={tiny}", "NUM_WORKERS=0", "RESUME=1"], [f"{last}: holds no training state", "like best.pt"]
+
+
+@script_case
+def case_output_dir_that_is_a_file(tmp: Path, tiny: Path):
+    path = tmp / "runs"
+    path.write_text("a file where the output folder should be")
+    return [f"DATA_ROOT={tiny}", "NUM_WORKERS=0", f"OUTPUT_DIR={path}"], [f"OUTPUT_DIR {path}: is a file, not a folder"]
+
+
+@script_case
 def case_kompsat5_tiff_that_is_not_a_tiff(tmp: Path, tiny: Path):
     try:
         from lib.kompsat5 import build_kompsat5_datasets, make_kompsat5_dataset  # noqa: F401
