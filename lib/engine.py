@@ -34,7 +34,7 @@ from lib.errors import TrainingError  # noqa: F401 (re-exported: tests and calle
 from lib.loss import FocalTverskyLoss
 from lib.metrics import BandConfusion
 from lib.model import build_model, used_parameters
-from lib.nonfinite import non_finite_loss
+from lib.run_messages import interrupted as interrupted_message, non_finite_loss
 from lib.resume import check_resume, describe, record_resume
 from lib.run_lock import holds_output_dir, output_dir_of
 from lib.plotting import plot_curves
@@ -316,7 +316,7 @@ def train(constants: dict, model_name: str, model_args: dict,
                 f"IoU {band_ious} mean {metrics['iou']:.3f} ({row['epoch_time_s']:.1f} s){' *' if improved else ''}")
     except KeyboardInterrupt:
         interrupted = True
-        log(f"\ninterrupted: {output_dir / 'last.pt'} holds epoch {state['epoch']}; continue with RESUME=1")
+        log("\n" + interrupted_message(output_dir, state["epoch"]))
 
     final = summary(time.time() - started)
     if is_main:

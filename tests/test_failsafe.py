@@ -267,6 +267,21 @@ def test_non_finite_loss_at_the_first_step_claims_no_checkpoint_and_does_not_bla
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
+class CtrlCAtFirstStep:
+    columns = ()
+
+    def __call__(self, model, images, targets):
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_in_the_first_epoch_does_not_offer_a_resume_that_cannot_work(tiny_data, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        train(tiny_constants(tiny_data, tmp_path / "run"), "UnetLight", ARGS, objective=CtrlCAtFirstStep())
+    out = capsys.readouterr().out
+    assert stopped.value.code == 130 and "interrupted in the first epoch: no checkpoint was written" in out
+    assert "RESUME=1" not in out and not (tmp_path / "run" / "last.pt").exists()
+
+
 # -------------------------------------------------------------------------------------------------- metrics
 
 def confusion_with_empty_vh() -> BandConfusion:

@@ -1,6 +1,7 @@
-"""The message of a run stopped by a non-finite training loss: what was non-finite, what is kept, and a
-cause that fits what happened (a loss that is non-finite before any weight update is not the learning
-rate's fault; a loss that was finite and then diverged may well be)."""
+"""Messages of a run that stops early, which say only what is true: what is kept (or that nothing was
+written), and for a non-finite loss what was non-finite and a cause that fits what happened (a loss that
+is non-finite before any weight update is not the learning rate's fault; one that was finite and then
+diverged may well be)."""
 from __future__ import annotations
 
 import math
@@ -29,3 +30,10 @@ def non_finite_loss(epoch: int, step: int | None, values: torch.Tensor, columns,
         cause = "try a lower LR (or more WARMUP_EPOCHS), or check the input data for extreme values"
     return TrainingError(f"non-finite training loss at epoch {epoch}, {where} ({', '.join(bad) or 'loss'}); "
                          f"stopping. {kept[0].upper()}{kept[1:]}. {cause[0].upper()}{cause[1:]}")
+
+
+def interrupted(output_dir: Path, epochs_kept: int) -> str:
+    """The line a Ctrl-C prints; `epochs_kept`: the epochs completed, so written to last.pt."""
+    if epochs_kept:
+        return f"interrupted: {output_dir / 'last.pt'} holds epoch {epochs_kept}; continue with RESUME=1"
+    return "interrupted in the first epoch: no checkpoint was written; start again (without RESUME)"
