@@ -299,7 +299,7 @@ def data_pipeline(o: dict, student_rate: float) -> dict:
     from lib import speed
     from lib.augmentation import train_augmentation
     from lib.dataset import BandPatchDataset
-    from lib.demo_data import make_demo_dataset
+    from lib.synthetic.demo import make_demo_dataset
     with tempfile.TemporaryDirectory(prefix="benchmark_data_") as folder:
         make_demo_dataset(Path(folder), n_train=64, n_val=4, seed=0, size=o["image_size"])
         dataset = BandPatchDataset(folder, "train", ("VV", "VH", "B2", "B3", "B4", "NDVI", "NDWI"), train=True,

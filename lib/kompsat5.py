@@ -347,13 +347,13 @@ def _nodata_wedge(rng: np.random.Generator, size: int) -> np.ndarray:
 def synthetic_scene(rng: np.random.Generator, size: int, dry: bool = False, nodata: bool = False):
     """(dn uint16 [size, size], mask uint16 0/255) of one synthetic KOMPSAT-5 HH scene.
 
-    The geometry and the speckle-free backscatter come from lib.demo_data.generate_patch (rivers, lakes,
+    The geometry and the speckle-free backscatter come from lib.synthetic.demo.generate_patch (rivers, lakes,
     floods, land cover, roads, radar shadow, wind-roughened water, flooded vegetation); HH differs from
     VV by -2 dB over calm water and +3 dB (double bounce) over flooded vegetation. Mean amplitude in dB is
     sigma0 + DEMO_DN_OFFSET_DB + a per-scene gain, then amplitude speckle (square root of Gamma intensity,
     DEMO_LOOKS looks): calm water comes out at DN tens to a few hundred, fields and forest at hundreds to
     a thousand, towns at thousands."""
-    from lib.demo_data import generate_patch
+    from lib.synthetic.demo import generate_patch
     _, _, info = generate_patch(rng, size, dry=dry, nodata=False, cloudy=False)
     water = info["water"]
     mean_db = info["vv_mean_db"] + DEMO_DN_OFFSET_DB + rng.normal(0.0, 1.5)

@@ -15,7 +15,7 @@ import train_folds
 from conftest import ROOT, TINY_SIZE, tiny_constants
 from lib.bands import SAR_DB_RANGE
 from lib.checkpoint import FORMAT, load_model, save_checkpoint
-from lib.demo_data import make_demo_dataset
+from lib.synthetic.demo import make_demo_dataset
 from lib.model import build_model
 
 BANDS = ("VV", "VH")
