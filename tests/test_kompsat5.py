@@ -1,5 +1,5 @@
-"""The KOMPSAT-5 layout (lib/kompsat5.py), the per-image IoU convention, and the five KOMPSAT-5 train
-scripts end to end on tiny synthetic scenes (128 x 128, IMAGE_SIZE 64)."""
+"""The KOMPSAT-5 layout (lib/kompsat5/, lib/synthetic/kompsat5.py), the per-image IoU convention, and the five
+KOMPSAT-5 train scripts end to end on tiny synthetic scenes (128 x 128, IMAGE_SIZE 64)."""
 from __future__ import annotations
 
 import json
@@ -20,9 +20,10 @@ from lib.bands import BAND_RANGES
 from lib.checkpoint import read_checkpoint
 from lib.data import build_datasets, data_settings
 from lib.dataset import IGNORE_INDEX, DataError
-from lib.kompsat5 import (Kompsat5Dataset, amplitude_to_db, build_kompsat5_datasets, hh_image, make_kompsat5_dataset,
-                          mask_to_target, preprocess, read_list, tile_starts)
+from lib.kompsat5 import (Kompsat5Dataset, amplitude_to_db, build_kompsat5_datasets, hh_image, mask_to_target,
+                          preprocess, read_list, tile_starts)
 from lib.metrics import BandConfusion
+from lib.synthetic.kompsat5 import make_kompsat5_dataset
 
 SCENE = 128
 CROP = 64
