@@ -26,9 +26,17 @@ def fmt(value, digits: int = 1, suffix: str = "") -> str:
 
 
 def render(rows: list[dict], scenes: list[dict], o: dict, environment: dict) -> str:
-    size, batch = o["image_size"], o["batch_size"]
+    """docs/benchmark.md: how it was measured, a row per model, and the whole-scene rows if any."""
     cuda = any("cuda_latency_ms" in row for row in rows)
-    lines = [
+    lines = benchmark_notes(o, environment, cuda) + model_table(rows, o, cuda)
+    if scenes:
+        lines += scene_table(scenes, o)
+    return "\n".join(lines) + "\n"
+
+
+def benchmark_notes(o: dict, environment: dict, cuda: bool) -> list[str]:
+    size, batch = o["image_size"], o["batch_size"]
+    return [
         "# Benchmark",
         "",
         f"Written by `python benchmark.py{' ' + o['command'] if o['command'] else ''}` on {environment['date']}. "
@@ -58,12 +66,16 @@ def render(rows: list[dict], scenes: list[dict], o: dict, environment: dict) -> 
         + (" CUDA peak: `torch.cuda.max_memory_allocated` above the weights." if cuda else ""),
         "",
     ]
+
+
+def model_table(rows: list[dict], o: dict, cuda: bool) -> list[str]:
+    size, batch = o["image_size"], o["batch_size"]
     header = ["model", "arguments", "params held", "params used", f"GFLOPs / {size}² patch",
               "CPU latency b1, ms: median (min)", f"CPU throughput b{batch}, img/s: median (max)", "runs",
               "CPU peak b1 (MiB)", f"CPU peak b{batch} (MiB)"]
     if cuda:
         header += ["CUDA latency b1 (ms)", f"CUDA throughput b{batch} (img/s)", f"CUDA peak b{batch} (MiB)"]
-    lines += ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
     for row in rows:
         arguments = ", ".join(f"{k}={v}" for k, v in row["args"].items()) or "defaults"
         if "error" in row:
@@ -77,31 +89,43 @@ def render(rows: list[dict], scenes: list[dict], o: dict, environment: dict) -> 
         if cuda:
             cells += [fmt(row.get("cuda_latency_ms"), 2), fmt(row.get("cuda_throughput"), 0), fmt(row.get("cuda_peak_mib"), 0)]
         lines.append("| " + " | ".join(cells) + " |")
-    if scenes:
-        side = o["scene_size"]
-        lines += ["", f"## Whole scene: {side:,} x {side:,} px ({side * side / 1e6:,.{0 if side >= 1000 else 2}f} Mpx)", "",
-                  f"`lib.inference.predict_file` (the predict.py engine) on a synthetic float32 GeoTIFF, tiles of "
-                  f"{size} px with {size // 4} px overlap, batches of {o['scene_batch']} tiles, mask GeoTIFF and "
-                  f"quick-look written; {'all in this process (--in-process)' if o['in_process'] else 'one fresh process per model'}. "
-                  f"Peak memory: the whole process's peak resident set (including ~0.6-0.9 GiB of Python/torch "
-                  f"runtime), and its rise during the prediction.", "",
-                  "| model | device | tiles | seconds | Mpx/s | peak RSS, process (MiB) | peak rise during predict (MiB) |",
-                  "|---|---|---:|---:|---:|---:|---:|"]
-        for scene in scenes:
-            if "error" in scene:
-                lines.append(f"| {scene['label']} | failed: {scene['error'][:160]} | | | | | |")
-                continue
-            lines.append(f"| {scene['label']} | {scene['device']} | {fmt(scene['tiles'])} | {fmt(scene['seconds'], 1)} | "
-                         f"{fmt(scene['megapixels_per_s'], 2)} | {fmt(scene['peak_process_mib'], 0)} | "
-                         f"{fmt(scene['peak_rise_mib'], 0)} |")
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def scene_table(scenes: list[dict], o: dict) -> list[str]:
+    size, side = o["image_size"], o["scene_size"]
+    lines = ["", f"## Whole scene: {side:,} x {side:,} px ({side * side / 1e6:,.{0 if side >= 1000 else 2}f} Mpx)", "",
+             f"`lib.inference.predict_file` (the predict.py engine) on a synthetic float32 GeoTIFF, tiles of "
+             f"{size} px with {size // 4} px overlap, batches of {o['scene_batch']} tiles, mask GeoTIFF and "
+             f"quick-look written; {'all in this process (--in-process)' if o['in_process'] else 'one fresh process per model'}. "
+             f"Peak memory: the whole process's peak resident set (including ~0.6-0.9 GiB of Python/torch "
+             f"runtime), and its rise during the prediction.", "",
+             "| model | device | tiles | seconds | Mpx/s | peak RSS, process (MiB) | peak rise during predict (MiB) |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for scene in scenes:
+        if "error" in scene:
+            lines.append(f"| {scene['label']} | failed: {scene['error'][:160]} | | | | | |")
+            continue
+        lines.append(f"| {scene['label']} | {scene['device']} | {fmt(scene['tiles'])} | {fmt(scene['seconds'], 1)} | "
+                     f"{fmt(scene['megapixels_per_s'], 2)} | {fmt(scene['peak_process_mib'], 0)} | "
+                     f"{fmt(scene['peak_rise_mib'], 0)} |")
+    return lines
 
 
 def render_speed(result: dict, o: dict, environment: dict) -> str:
-    peaks, rows, pipeline = result["peaks"], result["rows"], result["pipeline"]
-    size, batch = o["image_size"], o["batch_size"]
-    peak_for = lambda config: peaks["fp32" if config.startswith("fp32") or config.startswith("int8") else "bf16"]  # noqa: E731
-    lines = [
+    """docs/speed.md: the machine's peaks, a row per model, where the time goes, and the data pipeline."""
+    rows, batch = result["rows"], o["batch_size"]
+    lines = speed_notes(result, o, environment) + speed_table(rows, result["peaks"], batch)
+    if any(row.get("accelerated_share") for row in rows):
+        lines += time_share_table(rows, batch)
+    if result["pipeline"]:
+        lines += pipeline_note(result["pipeline"])
+    return "\n".join(lines) + "\n"
+
+
+def speed_notes(result: dict, o: dict, environment: dict) -> list[str]:
+    peaks, size, batch = result["peaks"], o["image_size"], o["batch_size"]
+    return [
         "# Speed: float32 eager against the fastest configuration",
         "",
         f"Written by `python benchmark.py{' ' + o['command'] if o['command'] else ''}` on {environment['date']}. "
@@ -132,6 +156,11 @@ def render_speed(result: dict, o: dict, environment: dict) -> str:
         f"infer b1 fp32 | infer b1 best | x | infer b{batch} fp32 | infer b{batch} best | x | % peak |",
         "|---|" + "---:|" * 15,
     ]
+
+
+def speed_table(rows: list[dict], peaks: dict, batch: int) -> list[str]:
+    peak_for = lambda config: peaks["fp32" if config.startswith("fp32") or config.startswith("int8") else "bf16"]  # noqa: E731
+    lines = []
     letters = {"fp32 eager": "f", "bf16 + channels_last": "b", "bf16 + channels_last + compile": "c", "int8 dynamic (Linear)": "q"}
     for row in rows:
         if "error" in row:
@@ -146,25 +175,30 @@ def render_speed(result: dict, o: dict, environment: dict) -> str:
             if key != "infer_b1":
                 cells.append(f"{100 * flops_factor * row['gflops'] * best / peak_for(config):.1f}%")
         lines.append("| " + " | ".join(cells) + " |")
-    shared = [row for row in rows if row.get("accelerated_share")]
-    if shared:
-        lines += ["", "**Where the time goes**: share of the step's operator time (torch.profiler) spent in matrix "
-                      "products and convolutions, the operators bf16 speeds up by the ratios above. The rest "
-                      "(normalization, activations, the float32 loss at full resolution, upsampling, the AdamW "
-                      "update, per-operator overhead) moves memory and gains far less; where it dominates, "
-                      "no number format can double the step.", "",
-                  f"| model | train fp32 | train bf16 | infer b{batch} fp32 | infer b{batch} bf16 |", "|---|---:|---:|---:|---:|"]
-        for row in shared:
-            share = row["accelerated_share"]
+    return lines
+
+
+def time_share_table(rows: list[dict], batch: int) -> list[str]:
+    lines = ["", "**Where the time goes**: share of the step's operator time (torch.profiler) spent in matrix "
+                 "products and convolutions, the operators bf16 speeds up by the ratios above. The rest "
+                 "(normalization, activations, the float32 loss at full resolution, upsampling, the AdamW "
+                 "update, per-operator overhead) moves memory and gains far less; where it dominates, "
+                 "no number format can double the step.", "",
+             f"| model | train fp32 | train bf16 | infer b{batch} fp32 | infer b{batch} bf16 |", "|---|---:|---:|---:|---:|"]
+    for row in rows:
+        share = row.get("accelerated_share")
+        if share:
             lines.append(f"| {row['label']} | " + " | ".join(
                 f"{100 * share[f'{kind} {config}']:.0f}%" for kind in ("train", "infer")
                 for config in ("fp32 eager", "bf16 + channels_last")) + " |")
-    if pipeline:
-        lines += ["", f"**Data pipeline**: loading + augmenting alone (preloaded demo split, the engine's albumentations "
-                      f"pipeline, batch 32, main process as `NUM_WORKERS` auto sets it on 2 cores): "
-                      f"{pipeline['data_rate']:,.0f} samples/s, against {pipeline['student_rate']:,.0f} samples/s for the "
-                      f"fastest student's optimized training step: {fmt(pipeline['ratio'], 1)}x."]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def pipeline_note(pipeline: dict) -> list[str]:
+    return ["", f"**Data pipeline**: loading + augmenting alone (preloaded demo split, the engine's albumentations "
+                f"pipeline, batch 32, main process as `NUM_WORKERS` auto sets it on 2 cores): "
+                f"{pipeline['data_rate']:,.0f} samples/s, against {pipeline['student_rate']:,.0f} samples/s for the "
+                f"fastest student's optimized training step: {fmt(pipeline['ratio'], 1)}x."]
 
 
 def write_report(table: str, output: Path, json_path: Path | None, raw: dict) -> None:
