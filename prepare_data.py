@@ -92,7 +92,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     common(scenes, "geotiff")
     labelled(scenes, GEOTIFF)
     report = formats.add_parser("report", allow_abbrev=False, help="data report of an existing layout")
-    report.add_argument("data_root", type=Path)
+    report.add_argument("data_root", type=Path, help="a 02_kfold-style folder (splits, or fold_k/train and fold_k/val)")
+    report.add_argument("--out", type=Path, help="where data_report.* go (default: DATA_ROOT)")
     return parser.parse_args(argv)
 
 
@@ -115,9 +116,10 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.format == "report":
         from lib.prepare.report import markdown, write_report
-        report = write_report(args.data_root)
+        out = args.out or args.data_root
+        report = write_report(args.data_root, out=out)
         print(markdown(report))
-        print(f"wrote {args.data_root}/data_report.md, .json and .png")
+        print(f"wrote {out}/data_report.md, .json and .png")
         return report
     from lib.prepare.convert import Options, prepare
     options = Options(out=args.out, patch=args.patch, stride=args.stride, folds=args.folds, seed=args.seed,

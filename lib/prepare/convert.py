@@ -8,12 +8,14 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
 from lib.errors import DataError
 from lib.prepare.output import check_out, commit, staging_folder, versions, write_json, write_patch
 from lib.prepare.rasters import LabelValueError
 from lib.prepare.report import write_report
 from lib.prepare.sources import Skip
-from lib.prepare.splits import assign, cut, group_of, valid_share
+from lib.prepare.splits import assign, check_sizes, group_of, strip_patches, strip_rows, valid_share
 
 UNASSIGNED = "(not split)"  # skips found before a chip has a split
 
@@ -62,6 +64,7 @@ def prepare(source, options: Options, settings: dict, log=print) -> dict:
     root = source.index.root
     check_out(options.out, root, options.overwrite)
     stride = options.stride or options.patch
+    check_sizes(options.patch, stride)
     chips, skips = source.discover()
     tally = Tally()
     for skip in skips:
@@ -77,7 +80,7 @@ def prepare(source, options: Options, settings: dict, log=print) -> dict:
                   "options": {**asdict(options), **settings, "out": str(options.out), "stride": stride}, "versions": versions(),
                   "files": {relative_name(root, p): p.stat().st_size for p in getattr(source, "split_paths", [])},
                   "chips": {}, "skipped": [asdict(s) for s in skips], "notes": notes}
-        for chip in chips:
+        for chip in tqdm(chips, desc="chips", unit="chip", leave=False, disable=None):
             record["chips"][chip.chip_id] = convert_chip(source, chip, destinations[chip.chip_id], staging, options,
                                                          stride, tally, log)
             record["files"].update({source.index.relative(p): p.stat().st_size for p in chip.files.values()})
@@ -102,34 +105,38 @@ def relative_name(root: Path, path: Path) -> str:
 
 
 def convert_chip(source, chip, splits: list[str], root: Path, options: Options, stride: int, tally: Tally, log) -> dict:
-    """Write one chip's patches to its splits; its entry in prepare.json."""
+    """Write one chip's patches to its splits, reading one strip of rows at a time; its entry in prepare.json.
+    A chip that fails halfway (unreadable pixels, undeclared label values) is removed again and counted."""
     entry = {"splits": splits, "group": group_of(chip.chip_id, options.group_by), "release_split": chip.split,
              "height": chip.height, "width": chip.width, **chip.georef, "notes": chip.notes,
              "files": {role: source.index.relative(path) for role, path in chip.files.items()},
              "patches": {}, "dropped": {}}
+    written, dropped = [], Counter()
     try:
-        data = source.read(chip)
+        for i, rows in enumerate(strip_rows(chip.height, options.patch, stride)):
+            data = source.read(chip, rows)
+            for j, bands, label in strip_patches(data.bands, data.label, options.patch, stride, chip.width):
+                patch_id = f"{chip.chip_id}_r{i}c{j}"
+                share = valid_share(bands, label)
+                if share == 0 or share < options.min_valid:
+                    reason = "no valid pixel" if share == 0 else f"too little valid data (< {options.min_valid:g})"
+                    entry["dropped"][patch_id] = f"{reason}: {share:.3f} valid"
+                    dropped[reason] += 1
+                    continue
+                written += write_patch(root, splits, patch_id, bands, label)
+                entry["patches"][patch_id] = {"row": i * stride, "col": j * stride, "valid": round(share, 4)}
     except DataError as error:
+        for path in written:
+            path.unlink(missing_ok=True)
         reason = "unexpected label values" if isinstance(error, LabelValueError) else "unreadable file"
         log(f"skipped: {error}", file=sys.stderr)
         for split in splits:
             tally.skipped[split][reason] += 1
-        entry["skip"] = [asdict(Skip(reason, str(error), split)) for split in splits]
+        entry.update(patches={}, dropped={}, skip=[asdict(Skip(reason, str(error), split)) for split in splits])
         return entry
-    for i, j, bands, label in cut(data.bands, data.label, options.patch, stride):
-        patch_id = f"{chip.chip_id}_r{i}c{j}"
-        share = valid_share(bands, label)
-        if share == 0 or share < options.min_valid:
-            reason = "no valid pixel" if share == 0 else f"too little valid data (< {options.min_valid:g})"
-            entry["dropped"][patch_id] = f"{reason}: {share:.3f} valid"
-            for split in splits:
-                tally.skipped[split][reason] += 1
-            continue
-        write_patch(root, splits, patch_id, bands, label)
-        entry["patches"][patch_id] = {"row": i * stride, "col": j * stride, "valid": round(share, 4)}
-        for split in splits:
-            tally.patches[split] += 1
     for split in splits:
         tally.chips[split] += 1
+        tally.patches[split] += len(entry["patches"])
+        tally.skipped[split].update(dropped)
         tally.notes[split].update(chip.notes)
     return entry

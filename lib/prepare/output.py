@@ -62,16 +62,21 @@ def link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def write_patch(root: Path, splits: list[str], patch_id: str, bands: dict[str, np.ndarray], label: np.ndarray) -> None:
+def write_patch(root: Path, splits: list[str], patch_id: str, bands: dict[str, np.ndarray], label: np.ndarray
+                ) -> list[Path]:
     """`{split}/img/{patch_id}_{band}.npy` (float32) and `{split}/lab/{patch_id}.npy` (uint8) in the first
-    split, hard links in the others."""
+    split, hard links in the others; returns every path written."""
     first = root / splits[0]
     files = [(first / "img" / f"{patch_id}_{band}.npy", np.asarray(array, dtype=np.float32)) for band, array in bands.items()]
     files.append((first / "lab" / f"{patch_id}.npy", np.asarray(label, dtype=np.uint8)))
+    written = []
     for path, array in files:
         save_npy(path, np.ascontiguousarray(array))
+        written.append(path)
         for split in splits[1:]:
-            link_or_copy(path, root / split / path.relative_to(first))
+            written.append(root / split / path.relative_to(first))
+            link_or_copy(path, written[-1])
+    return written
 
 
 def versions() -> dict:

@@ -38,19 +38,22 @@ def header(path: Path) -> dict:
                 "transform": list(dataset.transform)[:6]}
 
 
-def read_raster(path: Path) -> tuple[np.ndarray, float | None]:
-    """All bands (count, H, W) as stored, and the raster's nodata value."""
+def read_raster(path: Path, rows: tuple[int, int] | None = None, indexes=None) -> tuple[np.ndarray, float | None]:
+    """Bands (count, H, W) as stored (the 1-based `indexes`, default all) of the rows [start, stop) (default
+    all), and the raster's nodata value. Reading by rows keeps a whole scene out of memory."""
     from rasterio.errors import RasterioError
+    from rasterio.windows import Window
     with open_raster(path) as dataset:
+        window = None if rows is None else Window(0, rows[0], dataset.width, rows[1] - rows[0])
         try:
-            return dataset.read(), dataset.nodata
+            return dataset.read(indexes, window=window), dataset.nodata
         except RasterioError as error:  # a header that opens but tiles that do not decode
             raise DataError(f"{path}: pixel data unreadable ({error})") from None
 
 
-def read_image(path: Path, extra_nodata: float | None = None) -> np.ndarray:
+def read_image(path: Path, extra_nodata: float | None = None, rows=None, indexes=None) -> np.ndarray:
     """float32 bands (count, H, W); the raster's nodata value, `extra_nodata` and NaN/inf all become NaN."""
-    raw, nodata = read_raster(path)
+    raw, nodata = read_raster(path, rows, indexes)
     image = raw.astype(np.float32)
     for value in (nodata, extra_nodata):
         if value is not None and not np.isnan(value):
@@ -79,10 +82,10 @@ def map_labels(raw: np.ndarray, path: Path, water, land, nodata, tag: float | No
     return target
 
 
-def read_label(path: Path, water, land, nodata, honour_tag: bool = True) -> np.ndarray:
+def read_label(path: Path, water, land, nodata, honour_tag: bool = True, rows=None) -> np.ndarray:
     """Band 1 of a label raster as a uint8 target (see map_labels). A nodata tag that equals a water or land
     value is refused: honouring it would silently turn that class into no-data."""
-    raw, tag = read_raster(path)
+    raw, tag = read_raster(path, rows)
     if raw.shape[0] != 1:
         raise DataError(f"{path}: a label raster must have 1 band, this one has {raw.shape[0]}")
     if not honour_tag:

@@ -21,7 +21,7 @@ import numpy as np
 
 from lib.bands import BAND_RANGES, band_range
 from lib.dataset import label_to_target, read_npy
-from lib.errors import DataError
+from lib.errors import DataError, OutputError
 from lib.prepare.output import write_json
 from lib.prepare.threshold import fit_threshold, threshold_iou
 
@@ -342,13 +342,18 @@ def coarse_histogram(counts: np.ndarray, edges: np.ndarray, low: float, high: fl
     return centers, (sums / total if total else sums.astype(float))
 
 
-def write_report(root: Path, name: str | None = None) -> dict:
-    """data_report.md, .json and .png in `root`; returns the report."""
+def write_report(root: Path, name: str | None = None, out: Path | None = None) -> dict:
+    """data_report.md, .json and .png in `out` (default `root`); returns the report."""
     report, stats = build_report(root, name)
-    write_json(root / "data_report.json", report)
-    text = markdown(report)
-    partial = root / ".data_report.md.partial"
-    partial.write_text(text + "\n")
-    os.replace(partial, root / "data_report.md")
-    plot(report, stats, root / "data_report.png")
+    out = root if out is None else out
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "data_report.json", report)
+        partial = out / ".data_report.md.partial"
+        partial.write_text(markdown(report) + "\n")
+        os.replace(partial, out / "data_report.md")
+        plot(report, stats, out / "data_report.png")
+    except OSError as error:
+        raise OutputError(f"{out}: cannot write the data report ({error.strerror or error}); "
+                          f"pass --out to write it elsewhere") from None
     return report

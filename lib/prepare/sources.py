@@ -1,5 +1,6 @@
 """One class per release format: `discover()` finds the chips (and counts what cannot be used, naming the
-file), `read(chip)` returns its bands in their units and its uint8 label.
+file), `read(chip, rows)` returns its bands in their units and its uint8 label (all rows, or rows [start, stop),
+so a whole scene is never in memory at once).
 
 A chip is the unit that never crosses a split or fold boundary: a 512 x 512 Sen1Floods11 chip, an s1-chips
 chip, or a whole GeoTIFF scene.
@@ -135,8 +136,8 @@ class LabelOptions:
         if set(self.water) & set(self.land):
             raise ConfigError(f"--water and --land share the value(s) {sorted(set(self.water) & set(self.land))}")
 
-    def read(self, path: Path) -> np.ndarray:
-        return read_label(path, self.water, self.land, self.nodata, self.honour_tag)
+    def read(self, path: Path, rows=None) -> np.ndarray:
+        return read_label(path, self.water, self.land, self.nodata, self.honour_tag, rows)
 
 
 class Sen1Floods11:
@@ -203,15 +204,15 @@ class Sen1Floods11:
                 chips[-1].notes.append("no S2: VV/VH only")
         return chips, skips
 
-    def read(self, chip: Chip) -> ChipData:
-        s1 = read_image(chip.files["S1"])
+    def read(self, chip: Chip, rows: tuple[int, int] | None = None) -> ChipData:
+        s1 = read_image(chip.files["S1"], rows=rows)
         bands = {"VV": s1[0], "VH": s1[1]}
         if "S2" in chip.files:
-            s2 = read_image(chip.files["S2"]) / np.float32(S2_SCALE)
-            b3, b4, b8 = (s2[S2_BANDS.index(b)] for b in ("B3", "B4", "B8"))
-            bands.update(B2=s2[S2_BANDS.index("B2")], B3=b3, B4=b4,
-                         NDVI=normalized_difference(b8, b4), NDWI=normalized_difference(b3, b8))
-        return ChipData(bands, self.labels.read(chip.files["label"]))
+            wanted = ("B2", "B3", "B4", "B8")
+            s2 = read_image(chip.files["S2"], rows=rows, indexes=[S2_BANDS.index(b) + 1 for b in wanted])
+            b2, b3, b4, b8 = s2 / np.float32(S2_SCALE)
+            bands.update(B2=b2, B3=b3, B4=b4, NDVI=normalized_difference(b8, b4), NDWI=normalized_difference(b3, b8))
+        return ChipData(bands, self.labels.read(chip.files["label"], rows))
 
 
 def normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -264,10 +265,10 @@ class PatternChips:
             probe_or_skip(chip_id, files, None, {r: per_file for r in files if r != "label"}, chips, skips)
         return chips, skips
 
-    def read(self, chip: Chip) -> ChipData:
+    def read(self, chip: Chip, rows: tuple[int, int] | None = None) -> ChipData:
         if len(self.image_patterns) == 1:
-            stack = read_image(chip.files["image_1"], self.image_nodata)
+            stack = read_image(chip.files["image_1"], self.image_nodata, rows)
             arrays = [stack[k] for k in range(len(self.bands))]
         else:
-            arrays = [read_image(chip.files[f"image_{k + 1}"], self.image_nodata)[0] for k in range(len(self.bands))]
-        return ChipData(dict(zip(self.bands, arrays)), self.labels.read(chip.files["label"]))
+            arrays = [read_image(chip.files[f"image_{k + 1}"], self.image_nodata, rows)[0] for k in range(len(self.bands))]
+        return ChipData(dict(zip(self.bands, arrays)), self.labels.read(chip.files["label"], rows))

@@ -101,21 +101,38 @@ def grid(size: int, patch: int, stride: int) -> int:
     return 1 if size <= patch else -(-(size - patch) // stride) + 1
 
 
-def cut(bands: dict[str, np.ndarray], label: np.ndarray, patch: int, stride: int) -> Iterator[tuple[int, int, dict, np.ndarray]]:
-    """(row index, column index, {band: patch}, label patch) on the grid of `stride`; window (i, j) starts at
-    pixel (i * stride, j * stride); beyond the chip's edge it is padded with NaN and no-data labels."""
-    if patch < 1 or stride < 1:
-        raise ConfigError(f"--patch {patch} / --stride {stride}: expected positive sizes")
-    height, width = label.shape
-    rows, cols = grid(height, patch, stride), grid(width, patch, stride)
-    padded_h, padded_w = (rows - 1) * stride + patch, (cols - 1) * stride + patch
-    pad = ((0, padded_h - height), (0, padded_w - width))
+def strip_patches(bands: dict[str, np.ndarray], label: np.ndarray, patch: int, stride: int, width: int
+                  ) -> Iterator[tuple[int, dict, np.ndarray]]:
+    """(column index, {band: patch}, label patch) of one strip of rows (at most `patch` tall, the top of
+    grid row i); window j starts at column j * stride. Past the chip's edge: NaN and no-data labels."""
+    cols = grid(width, patch, stride)
+    pad = ((0, patch - label.shape[0]), (0, (cols - 1) * stride + patch - width))
     label = np.pad(label, pad, constant_values=IGNORE_INDEX)
     bands = {name: np.pad(array, pad, constant_values=np.nan) for name, array in bands.items()}
-    for i in range(rows):
-        for j in range(cols):
-            window = np.s_[i * stride:i * stride + patch, j * stride:j * stride + patch]
-            yield i, j, {name: array[window] for name, array in bands.items()}, label[window]
+    for j in range(cols):
+        window = np.s_[:, j * stride:j * stride + patch]
+        yield j, {name: array[window] for name, array in bands.items()}, label[window]
+
+
+def strip_rows(height: int, patch: int, stride: int) -> list[tuple[int, int]]:
+    """[start, stop) of the rows of each grid row (stop short of start + patch at the bottom edge)."""
+    return [(i * stride, min(i * stride + patch, height)) for i in range(grid(height, patch, stride))]
+
+
+def cut(bands: dict[str, np.ndarray], label: np.ndarray, patch: int, stride: int
+        ) -> Iterator[tuple[int, int, dict, np.ndarray]]:
+    """(row index, column index, {band: patch}, label patch) of every window of whole arrays: window (i, j)
+    starts at pixel (i * stride, j * stride)."""
+    check_sizes(patch, stride)
+    for i, (start, stop) in enumerate(strip_rows(label.shape[0], patch, stride)):
+        strip = {name: array[start:stop] for name, array in bands.items()}
+        for j, patches, label_patch in strip_patches(strip, label[start:stop], patch, stride, label.shape[1]):
+            yield i, j, patches, label_patch
+
+
+def check_sizes(patch: int, stride: int) -> None:
+    if patch < 1 or stride < 1:
+        raise ConfigError(f"--patch {patch} / --stride {stride}: expected positive sizes")
 
 
 def valid_share(bands: dict[str, np.ndarray], label: np.ndarray) -> float:
