@@ -409,3 +409,17 @@ def test_real_chip_matches_the_shared_patches(tmp_path):
             np.testing.assert_allclose(converted_, reference, rtol=0, atol=atol, err_msg=str(path))
     report = json.loads((out / "data_report.json").read_text())
     assert report["splits"]["train"]["bands"]["VV"]["water_share"] == pytest.approx(0.267, abs=0.001)
+
+
+def test_chips_whose_files_do_not_fit_are_counted(tmp_path):
+    """A VH raster of another size and a three-band label: skipped with their reasons, the rest written."""
+    source = tmp_path / "chips"
+    rng = np.random.default_rng(3)
+    for chip in ("good", "sized", "banded"):
+        write_tif(source / f"{chip}_vv.tif", rng.normal(-15, 3, (SIZE, SIZE)).astype(np.float32))
+        write_tif(source / f"{chip}_vh.tif", rng.normal(-22, 3, (SIZE, SIZE + (chip == "sized"))).astype(np.float32))
+        write_tif(source / f"{chip}.tif", np.ones((3 if chip == "banded" else 1, SIZE, SIZE), np.uint8))
+    record = main(["s1-chips", str(source), "--out", str(tmp_path / "out"), "--patch", str(PATCH), "--val-share", "0"])
+    assert record["splits"]["(not split)"]["skipped"] == {"size mismatch": 1, "wrong band count": 1}
+    assert record["splits"]["train"]["patches"] == 4
+    assert any("sized_vh.tif: 8 x 9 pixels" in skip["message"] for skip in record["skipped"])

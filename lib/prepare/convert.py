@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from lib.errors import DataError
+from lib.errors import DataError, OutputError
 from lib.prepare.output import check_out, commit, staging_folder, versions, write_json, write_patch
 from lib.prepare.rasters import LabelValueError
 from lib.prepare.report import write_report
@@ -91,6 +91,11 @@ def prepare(source, options: Options, settings: dict, log=print) -> dict:
         write_json(staging / "prepare.json", record)
         write_report(staging, str(options.out))
         commit(staging, options.out)
+    except OSError as error:  # disk full, permissions: nothing reaches --out (OutputError is an OSError too)
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, OutputError):
+            raise
+        raise OutputError(f"--out {str(options.out)!r}: writing failed ({error}); --out is as it was") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -104,17 +104,26 @@ def check_bands(bands) -> tuple[str, ...]:
     return tuple(bands)
 
 
+class ChipProblem(DataError):
+    """A chip whose files read but do not fit together; `reason` is its countable name."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 def probe(chip_id: str, files: dict[str, Path], split: str | None = None, counts: dict[str, int] | None = None,
           ) -> Chip:
     """A Chip from its files' headers: every file readable, all the same size, band counts as expected."""
     headers = {role: header(path) for role, path in files.items()}
     label = headers["label"]
+    counts = {"label": 1, **(counts or {})}
     for role, head in headers.items():
         if (head["height"], head["width"]) != (label["height"], label["width"]):
-            raise DataError(f"{files[role]}: {head['height']} x {head['width']} pixels, but its label "
-                            f"{files['label'].name} has {label['height']} x {label['width']}")
-        if counts and role in counts and head["count"] != counts[role]:
-            raise DataError(f"{files[role]}: {head['count']} band(s), expected {counts[role]}")
+            raise ChipProblem("size mismatch", f"{files[role]}: {head['height']} x {head['width']} pixels, but its "
+                                               f"label {files['label'].name} has {label['height']} x {label['width']}")
+        if role in counts and head["count"] != counts[role]:
+            raise ChipProblem("wrong band count", f"{files[role]}: {head['count']} band(s), expected {counts[role]}")
     return Chip(chip_id, dict(files), label["height"], label["width"],
                 {"crs": label["crs"], "transform": label["transform"]}, split)
 
@@ -123,9 +132,7 @@ def probe_or_skip(chip_id, files, split, counts, chips: list, skips: list) -> No
     try:
         chips.append(probe(chip_id, files, split, counts))
     except DataError as error:
-        reason = "size mismatch" if "pixels, but its label" in str(error) else (
-            "wrong band count" if "band(s), expected" in str(error) else "unreadable file")
-        skips.append(Skip(reason, str(error), split))
+        skips.append(Skip(getattr(error, "reason", "unreadable file"), str(error), split))
 
 
 class LabelOptions:
