@@ -24,7 +24,7 @@ from lib.errors import ConfigError
 
 OUT = "02_kfold"
 PATCH = 256
-SEED = 0
+SEED = 42                    # as the training scripts
 VAL_SHARE = 0.2              # formats without official splits, without --folds: share of chips for val
 GROUP_BY = "chip"
 MIN_VALID = {"sen1floods11": 0.0, "s1-chips": 0.0, "geotiff": 0.5}  # patches with no valid pixel always go

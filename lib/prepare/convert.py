@@ -26,7 +26,7 @@ class Options:
     patch: int = 256
     stride: int | None = None       # None: the patch size (no overlap)
     folds: int | None = None
-    seed: int = 0
+    seed: int = 42
     group_by: str = "chip"
     val_share: float = 0.2
     min_valid: float = 0.0          # patches with a smaller share of valid pixels are dropped (and counted)

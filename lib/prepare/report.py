@@ -6,8 +6,9 @@ water and over land pixels, the shares of water and land pixels outside the band
 on the split's train side and scored on the split itself.
 
 Statistics are histograms over fixed edges per band (BINS_PER_RANGE bins across the normalization range,
-MARGIN ranges either side, then one open bin each way), so percentiles are exact to one bin and any data
-size fits in memory; minima, maxima and the out-of-range counts are exact.
+MARGIN ranges either side, then one open bin each way up to the exact extremes), so any data size fits in
+memory and a percentile is exact to one bin (within the margins); counts, shares, minima, maxima and the
+out-of-range counts are exact.
 """
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ class ClassStats:
         self.above += other.above
 
     def percentile(self, q: float, edges: np.ndarray) -> float | None:
-        """Linear within the bin where the cumulative count reaches q% (bounded by the exact extremes)."""
+        """The value below which q% of the values lie (inverse CDF), linear within its bin."""
         if self.n == 0:
             return None
         goal = q / 100 * self.n
