@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import math
+import re
 import shutil
 import signal
 import subprocess
@@ -233,6 +234,29 @@ def test_resume_extending_epochs_and_patience_is_allowed_and_recorded(finished_r
         train(tiny_constants(tiny_data, output, RESUME=True, EPOCHS=2, PATIENCE=30), "UnetLight", ARGS)
     with pytest.raises(ConfigError, match="RESUME=1 with EPOCHS=1, but .* already holds 2 epochs"):
         train(tiny_constants(tiny_data, output, RESUME=True, EPOCHS=1, PATIENCE=30), "UnetLight", ARGS)
+
+
+def edit_normalization(output: Path) -> None:
+    """last.pt as if lib/bands.py had another VV range when the run started."""
+    checkpoint = read_checkpoint(output / "last.pt")
+    checkpoint["data"]["normalization"]["VV"] = [-40.0, 5.0]
+    save_checkpoint(checkpoint, output / "last.pt")
+
+
+def edit_world_size(output: Path) -> None:
+    """summary.json as written by a torchrun run of two processes."""
+    summary = json.loads((output / "summary.json").read_text())
+    (output / "summary.json").write_text(json.dumps({**summary, "world_size": 2}))
+
+
+@pytest.mark.parametrize("edit, listed", [(edit_normalization, "data normalization"),
+                                          (edit_world_size, "torchrun processes (BATCH_SIZE is per process) 2 -> 1")])
+def test_resume_with_equal_constants_but_other_data_settings_or_process_count_is_refused(
+        finished_run, tmp_path, tiny_data, edit, listed):
+    output = copy_of(finished_run, tmp_path)
+    edit(output)
+    with pytest.raises(ConfigError, match=f"was trained with other settings: {re.escape(listed)}"):
+        train(tiny_constants(tiny_data, output, RESUME=True, EPOCHS=2), "UnetLight", ARGS)
 
 
 def test_resume_from_a_best_pt_copied_to_last_pt_says_what_the_file_is(finished_run, tmp_path, tiny_data):
