@@ -158,7 +158,9 @@ def log_end(run: Run, final: dict) -> None:
 def evaluate(model: nn.Module, loader, loss_fn: nn.Module, bands, device: torch.device,
              precision: str = "fp32", progress: bool = False) -> tuple[float, dict[str, float]]:
     """Mean loss and dataset-wide per-band metrics over `loader` (items: image, target, band index).
-    Under torch.distributed, counts and losses are summed over all ranks."""
+
+    The loss is the mean over items of each item's own loss, so it does not depend on how the items
+    are batched or sharded; under torch.distributed the sums and counts are reduced over all ranks."""
     was_training = model.training
     model.eval()
     confusion = BandConfusion(bands)
@@ -168,7 +170,8 @@ def evaluate(model: nn.Module, loader, loss_fn: nn.Module, bands, device: torch.
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         with autocast(device, precision):
             logits = model(images).float()
-        loss_sum += loss_fn(logits, targets).double() * len(images)
+        for i in range(len(images)):  # the Focal Tversky loss pools a batch: score each item alone
+            loss_sum += loss_fn(logits[i:i + 1], targets[i:i + 1]).double()
         items += len(images)
         confusion.update(logits, targets, band_index)
     totals = torch.cat([loss_sum.reshape(1).cpu(), torch.tensor([float(items)], dtype=torch.float64)])
