@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from lib.augmentation import seed_worker
 from lib.checkpoint import FORMAT, load_state, plain, read_checkpoint
-from lib.checkpoint_saver import CheckpointSaver, deferred_sigint, write_history, write_json  # noqa: F401 (re-exported)
+from lib.checkpoint_saver import CheckpointSaver, deferred_sigint  # noqa: F401 (deferred_sigint: re-exported)
 from lib.config import DEFAULTS
 from lib.data import build_datasets, data_settings, resolve_data_constants
 from lib.encoder_weights import load_encoder_weights
@@ -87,7 +87,7 @@ def train(constants: dict, model_name: str, model_args: dict,
     if run.world_size > 1:
         dist.barrier()
     if interrupted:
-        raise SystemExit(130)  # the shell's code for Ctrl-C; the one exit the library raises
+        raise SystemExit(130)  # 128 + SIGINT, the shell's code for Ctrl-C: the engine's only exit
     return final
 
 
