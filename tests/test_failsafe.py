@@ -22,7 +22,8 @@ from conftest import ROOT, tiny_constants
 from lib import run_lock
 from lib.checkpoint import atomic_write, read_checkpoint, save_checkpoint
 from lib.data import data_settings
-from lib.engine import train, write_json
+from lib.checkpoint_saver import write_json
+from lib.engine import train
 from lib.errors import CheckpointError, ConfigError, DataError, OutputError, TrainingError
 from lib.metrics import BandConfusion
 from lib.run_lock import LOCK_NAME, RunLock, hold_output_dir
