@@ -227,7 +227,7 @@ class Spec:
         return allowed + (f"; or None: {self.none}" if self.none else "")
 
 
-SWITCH = Spec(auto_or(to_bool), "auto, 1 or 0 (true/false)")
+SWITCH = Spec(auto_or(to_bool), "auto, true or false (1/0)")
 BOOL = Spec(to_bool, "a boolean: 1/0, true/false")
 TEACHERS = "the teacher checkpoint's (kd.py only)"
 
