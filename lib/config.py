@@ -7,7 +7,7 @@ CONSTANTS before any work starts: an unknown name, a value of the wrong type or 
 ConfigError naming the constant, the value and what is allowed (lib/cli.py prints it as `error: ...`).
 The values it returns are typed ("0" -> False, "3" -> 3, "VV,VH" -> ("VV", "VH")); the placeholders that
 depend on the machine ("auto" devices, workers, precision) are resolved by lib/runtime.py from these typed
-values, and `resolve_constants` completes a run's constants with DEFAULTS in one place.
+values, and `with_defaults` / `resolve_constants` complete a run's constants with DEFAULTS in one place.
 """
 from __future__ import annotations
 
@@ -330,11 +330,12 @@ def check_value(name: str, value: Any, default: Any = None) -> Any:
         raise ConfigError(f"{name}={value!r}: expected {spec.describe()}") from None
 
 
-def check_constants(c: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """`c` with every constant of the table checked and typed (others are kept as they are), then the checks
-    between constants. `defaults`: the script's own values (for where None is accepted)."""
+def check_constants(c: Mapping[str, Any], defaults: Mapping[str, Any] | None = None,
+                    skip: Sequence[str] = ()) -> dict[str, Any]:
+    """`c` with every constant of the table checked and typed (others, and `skip`, are kept as they are),
+    then the checks between constants. `defaults`: the script's own values (for where None is accepted)."""
     defaults = c if defaults is None else defaults
-    result = {name: check_value(name, value, defaults.get(name)) if name in CONSTANTS else value
+    result = {name: check_value(name, value, defaults.get(name)) if name in CONSTANTS and name not in skip else value
               for name, value in c.items()}
     patch, size = result.get("PATCH"), result.get("IMAGE_SIZE")
     if isinstance(patch, int) and isinstance(size, int) and size % patch:
@@ -344,9 +345,18 @@ def check_constants(c: Mapping[str, Any], defaults: Mapping[str, Any] | None = N
     return result
 
 
+def with_defaults(c: Mapping[str, Any]) -> dict[str, Any]:
+    """`c` completed with DEFAULTS, unchecked (for constants recorded in a checkpoint, which may name a device
+    this machine lacks): the one place the defaults are merged."""
+    return {**DEFAULTS, **c}
+
+
 def resolve_constants(c: Mapping[str, Any]) -> dict[str, Any]:
-    """A run's constants, checked, completed with DEFAULTS (the one place they are merged)."""
-    return check_constants({**DEFAULTS, **c}, DEFAULTS)
+    """A run's constants completed with DEFAULTS and checked (the engine's second line behind load_constants,
+    for callers that pass a dict). DEVICE is left to lib.runtime.resolve_device, which checks it where it is
+    used; None is accepted wherever the table gives it a meaning (kd.py fills the teacher's first)."""
+    c = with_defaults(c)
+    return check_constants(c, c, skip=("DEVICE",))
 
 
 # --------------------------------------------------------------------------------- script constants

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from lib.augmentation import seed_worker
-from lib.config import DEFAULTS
+from lib.config import with_defaults
 from lib.checkpoint import FORMAT, load_state, plain, read_checkpoint, save_checkpoint
 from lib.data import build_datasets, data_settings, resolve_data_constants
 from lib.encoder_weights import load_encoder_weights
@@ -51,7 +51,7 @@ class SupervisedObjective:
 
 
 def supervised_loss(c: dict) -> FocalTverskyLoss:
-    c = {**DEFAULTS, **c}
+    c = with_defaults(c)
     return FocalTverskyLoss(alpha=c["FTL_ALPHA"], beta=c["FTL_BETA"], gamma=c["FTL_GAMMA"])
 
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import ROOT
 from lib.cli import run
 from lib.config import (CONSTANTS, DEFAULTS, SCRIPT_DIFFERENCES, ConfigError, check_value, load_constants,
-                        resolve_constants)
+                        resolve_constants, with_defaults)
 
 # train_folds.py runs the other scripts (its FOLDS/DRY_RUN are read by itself); it has no training constants
 SCRIPTS = sorted(p.name for p in ROOT.glob("train_*.py") if p.name != "train_folds.py") + ["kd.py"]
@@ -176,5 +176,12 @@ def test_loaded_constants_are_typed():
 def test_resolve_constants_merges_defaults_once_and_checks():
     c = resolve_constants({"EPOCHS": "2", "CHANNELS_LAST": "0"})
     assert c["EPOCHS"] == 2 and c["CHANNELS_LAST"] is False and c["AUGMENT"] is True and set(DEFAULTS) <= set(c)
-    with pytest.raises(ConfigError, match="IMAGE_SIZE=None"):
-        resolve_constants({"IMAGE_SIZE": None})
+    with pytest.raises(ConfigError, match="BATCH_SIZE=0"):
+        resolve_constants({"BATCH_SIZE": 0})
+    recorded = {"DEVICE": "cuda:7", "IMAGE_SIZE": None}  # a kd.py run's constants from another machine
+    assert resolve_constants(recorded)["DEVICE"] == "cuda:7" and with_defaults(recorded)["EPOCHS"] == 40
+
+
+def test_the_docs_page_lists_every_constant():
+    page = (ROOT / "docs" / "constants.md").read_text()
+    assert [name for name in CONSTANTS if f"| `{name}` |" not in page] == []
