@@ -306,7 +306,7 @@ def strip_quotes(value):
     """'"runs/x"' -> 'runs/x': quotes that reached the value (a shell that kept them) are not part of it."""
     if isinstance(value, str):
         value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'" and value[0] not in value[1:-1]:
             return value[1:-1]
     return value
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lib.checkpoint import CheckpointError
+from lib.config import check_constants
 from lib.errors import ConfigError
 from lib.data import resolve_data_constants
 from lib.dataset import IGNORE_INDEX
@@ -133,13 +134,15 @@ def resolve_output_dir(c: dict) -> str:
 def distill(constants: dict) -> dict:
     """Train c["STUDENT"] against the teacher of c["TEACHER_CHECKPOINT"]; returns the engine's summary."""
     c = {**constants, "OUTPUT_DIR": resolve_output_dir(constants)}
-    c = inherit_teacher_data(c)  # a teacher file that cannot be read is a CheckpointError, reported by lib.cli
+    # a teacher file that cannot be read is a CheckpointError; the inherited values are checked as well
+    # (PATCH must divide the teacher's IMAGE_SIZE)
+    c = check_constants(inherit_teacher_data(c))
     name, args = c["STUDENT"], student_args(c)
     try:
         build_model(name, args)  # fail before the teacher and the data are loaded
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"STUDENT_ARGS={c.get('STUDENT_ARGS')!r}: cannot build student {name} with {args}: "
-                          f"{error}") from None
+        raise ConfigError(f"STUDENT={name!r} cannot be built with {args} (from STUDENT_ARGS and the student "
+                          f"constants): {error}") from None
     try:
         loss = DistillationLoss(supervised_loss(c), c["KD_TEMPERATURE"], c["KD_ALPHA"], c["KD_BETA"])
     except ValueError as error:

@@ -185,3 +185,14 @@ def test_resolve_constants_merges_defaults_once_and_checks():
 def test_the_docs_page_lists_every_constant():
     page = (ROOT / "docs" / "constants.md").read_text()
     assert [name for name in CONSTANTS if f"| `{name}` |" not in page] == []
+
+
+def test_kd_checks_what_it_inherits_from_the_teacher(tiny_pspnet, tiny_data, tmp_path):
+    from lib_kd.training_kd import distill
+    output = tmp_path / "kd"
+    c = load_constants(namespace("kd.py"), [f"TEACHER_CHECKPOINT={tiny_pspnet}", f"DATA_ROOT={tiny_data}",
+                                            f"OUTPUT_DIR={output}", "PATCH=24", "DEVICE=cpu", "NUM_WORKERS=0"])
+    assert c["IMAGE_SIZE"] is None  # so PATCH can only be checked against the teacher's 64
+    with pytest.raises(ConfigError, match="PATCH=24: expected an integer >= 1 that divides IMAGE_SIZE=64"):
+        distill(c)
+    assert not output.exists()  # refused before any work
