@@ -196,3 +196,8 @@ def test_kd_checks_what_it_inherits_from_the_teacher(tiny_pspnet, tiny_data, tmp
     with pytest.raises(ConfigError, match="PATCH=24: expected an integer >= 1 that divides IMAGE_SIZE=64"):
         distill(c)
     assert not output.exists()  # refused before any work
+
+
+def test_the_kompsat5_crop_modes_are_the_datasets():
+    from lib.kompsat5.dataset import TRAIN_CROPS
+    assert [check_value("K5_TRAIN_CROP", crop) for crop in TRAIN_CROPS] == list(TRAIN_CROPS)
