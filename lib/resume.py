@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 
 from lib.checkpoint import plain
-from lib.config import DEFAULTS
+from lib.config import with_defaults
 from lib.errors import CheckpointError, ConfigError
 
 MAY_CHANGE = ("EPOCHS", "PATIENCE")
@@ -52,8 +52,8 @@ def same(a, b) -> bool:
 
 
 def changed_constants(recorded: dict, current: dict, skip=()) -> dict[str, list]:
-    """{name: [recorded, current]} of every constant that differs (both completed with DEFAULTS)."""
-    recorded, current = {**DEFAULTS, **recorded}, {**DEFAULTS, **plain(current)}
+    """{name: [recorded, current]} of every constant that differs (both completed with the defaults)."""
+    recorded, current = with_defaults(recorded), with_defaults(plain(current))
     names = dict.fromkeys([*recorded, *current])
     return {name: [recorded.get(name, NOT_SET), current.get(name, NOT_SET)] for name in names
             if name not in skip and not same(recorded.get(name, NOT_SET), current.get(name, NOT_SET))}
@@ -125,7 +125,7 @@ def check_resume(checkpoint: dict, path: Path | str, constants: dict, model_name
         raise ConfigError(f"RESUME=1 but {path} was trained with other settings: {describe(differences)}. "
                           f"Resume may change only {', '.join(MAY_CHANGE)} (and how the run is executed: "
                           f"{', '.join(HOW_IT_RUNS)}); for anything else start a new run in another OUTPUT_DIR")
-    c = {**DEFAULTS, **constants}
+    c = with_defaults(constants)
     check_left_to_do(path, checkpoint["training_state"].get("progress", {}), c)
     return changed_constants(checkpoint.get("constants", {}), constants, skip=("RESUME", "OUTPUT_DIR")) \
         if isinstance(checkpoint.get("constants"), dict) else {}
