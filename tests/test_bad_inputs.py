@@ -1,6 +1,6 @@
 """The bad-input catalogue (issue 6): every bad input a user can hand the training scripts, and what happens.
 
-Each case ends in one of three documented outcomes (docs/bad_inputs_section.md):
+Each case ends in one of three documented outcomes (docs/bad-inputs.md):
 
 * an error: exit code 1 and one line `error: <file>: <what is wrong>` on stderr, never a traceback,
   also when the file is read inside a DataLoader worker;
