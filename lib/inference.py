@@ -328,8 +328,8 @@ def fuse_bands(probability: np.ndarray, variance: np.ndarray | None, invalid: np
         fused = np.where(valid, probability, 0.0).max(axis=0)
     else:
         fused = mean
-    second = ((probability ** 2 + (0.0 if variance is None else variance)) * share).sum(axis=0)
-    std = np.sqrt(np.maximum(second - mean ** 2, 0.0))
+    spread = (((probability - mean) ** 2 + (0.0 if variance is None else variance)) * share).sum(axis=0)
+    std = np.sqrt(spread)
     return fused.astype(np.float32), fused_invalid, std.astype(np.float32)
 
 
@@ -379,11 +379,11 @@ def predict_tiled(model: nn.Module, reader: Reader, sink: Sink, preprocess: Call
         for start in range(0, len(cols), cols_per_batch):
             batch_cols = cols[start:start + cols_per_batch]
             batch = torch.from_numpy(np.stack([s[:, c:c + tile] for s in strips for c in batch_cols])[:, None])
-            mean, square = tta_probabilities(model, batch.to(device), views, device, precision,
-                                             with_square=variance_sum is not None)
+            mean, variance = tta_probabilities(model, batch.to(device), views, device, precision,
+                                             with_variance=variance_sum is not None)
             mean = mean.reshape(n_bands, len(batch_cols), tile, tile)
             if variance_sum is not None:
-                variance = np.maximum(square.reshape(mean.shape) - mean ** 2, 0.0)
+                variance = variance.reshape(mean.shape)
             for i, col0 in enumerate(batch_cols):
                 w = min(tile, width - col0)
                 weights = window[:h, :w]
@@ -417,19 +417,23 @@ def predict_tiled(model: nn.Module, reader: Reader, sink: Sink, preprocess: Call
 
 
 def tta_probabilities(model: nn.Module, batch: torch.Tensor, views: list, device: torch.device,
-                      precision: str, with_square: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-    """Mean (and, with_square, mean square) over the TTA views of the water probabilities of a
+                      precision: str, with_variance: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Mean (and, with_variance, variance) over the TTA views of the water probabilities of a
     [N, 1, tile, tile] batch, each view mapped back to the tile's orientation: [N, tile, tile] float32."""
-    total = square = None
+    total, each = None, []
     for view in views:
         with autocast(device, precision):
             logits = model(view_forward(batch, view))
         probability = view_inverse(torch.sigmoid(logits.float()), view)[:, 0]
         total = probability if total is None else total + probability
-        if with_square:
-            square = probability ** 2 if square is None else square + probability ** 2
-    n = len(views)
-    return (total / n).cpu().numpy(), None if square is None else (square / n).cpu().numpy()
+        if with_variance:
+            each.append(probability)
+    mean = total / len(views)
+    if not with_variance:
+        return mean.cpu().numpy(), None
+    # the spread about the mean (not E[p^2] - E[p]^2, which cancels to float32 noise)
+    variance = sum((p - mean) ** 2 for p in each) / len(views)
+    return mean.cpu().numpy(), variance.cpu().numpy()
 
 
 # ----------------------------------------------------------------------------------- files and scenes

@@ -78,7 +78,7 @@ def pixel_area_rows(grid: dict, row0: int, rows: int) -> np.ndarray | None:
         areas = np.empty(rows)
         for i in range(rows):
             r = row0 + i
-            corners = [transform * (0, r), transform * (1, r), transform * (1, r + 1), transform * (0, r + 1)]
+            corners = [transform @ (0, r), transform @ (1, r), transform @ (1, r + 1), transform @ (0, r + 1)]
             lons, lats = zip(*corners)
             areas[i] = abs(geod.polygon_area_perimeter(lons, lats)[0])
         return areas

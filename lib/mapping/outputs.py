@@ -34,6 +34,13 @@ def check_distinct(outputs: dict[str, Path | None], inputs: dict[str, Path | Non
                                      f"give each its own path")
 
 
+def make_folder(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"{path.parent}: cannot create the output folder ({error.strerror})") from None
+
+
 def temporary_name(path: Path) -> Path:
     """A hidden name in the same folder (so the rename is atomic), keeping the suffix for drivers."""
     return path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
@@ -49,10 +56,7 @@ class OutputSet:
 
     def add(self, final: Path) -> Path:
         final = Path(final)
-        try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise OutputError(f"{final.parent}: cannot create the output folder ({error.strerror})") from None
+        make_folder(final)
         if final.is_dir():
             raise OutputError(f"{final}: is a folder; give a file path for the output")
         temporary = temporary_name(final)
@@ -61,6 +65,7 @@ class OutputSet:
 
     def add_scratch(self, path: Path) -> Path:
         """A working file removed at the end whatever happens."""
+        make_folder(Path(path))
         self.scratch.append(Path(path))
         return Path(path)
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lib.errors import InferenceError
+from lib.errors import InferenceError, OutputError
 from lib.inference import (FUSE, GDAL_CACHE_MB, MASK_BLOCK, NODATA, TTA, UNITS, ArrayWriter, MaskSink, RasterReader,
                            RasterWriter, StackReader, check_tile, default_units, make_preprocess, predict_tiled,
                            read_decimated, tile_origins, write_quicklook)
@@ -229,9 +229,12 @@ def create_scratch(path: Path, grid: dict, dtype: str, nodata):
         profile["crs"] = grid["crs"]
     if grid.get("transform") is not None:
         profile["transform"] = grid["transform"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        dataset = rasterio.open(path, "w", **profile)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            dataset = rasterio.open(path, "w", **profile)
+    except rasterio.errors.RasterioIOError as error:
+        raise OutputError(f"{path}: cannot write ({error})") from None
     if grid.get("gcps") is not None and grid.get("transform") is None:
         dataset.gcps = grid["gcps"]
     return dataset
