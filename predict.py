@@ -25,6 +25,7 @@ lib/inference.py, the products lib/mapping/.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -125,6 +126,9 @@ def predict(args) -> dict:
     if args.out_dir is None and len(args.paths) < 2:
         raise InferenceError("give INPUT and OUTPUT (or scenes with --out-dir DIR)")
     rank, world_size = 0, 1
+    if args.out_dir is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise InferenceError("under torchrun the scenes of a batch are shared among the processes: "
+                             "give the scenes with --out-dir DIR")
     if args.out_dir is not None:
         from lib.engine import distributed_context
         rank, world_size, device = distributed_context(args.device)
@@ -190,6 +194,16 @@ def run_batch(args, model, checkpoint, options: SceneOptions, model_info: dict, 
     return {"scenes": rows}
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (a scheduler's kill, `timeout`) unwinds like Ctrl-C, so the temporary outputs are removed."""
+    import signal
+
+    def stop(signum, frame):
+        raise SystemExit(f"error: stopped by signal {signum}; no output was renamed to its final name")
+    signal.signal(signal.SIGTERM, stop)
+
+
 if __name__ == "__main__":
     from lib.cli import run
+    stop_on_sigterm()
     run(lambda: main(sys.argv[1:]))

@@ -1,6 +1,8 @@
 """Whole-scene inference: tiled, overlapping, blended, in bounded memory.
 
     summary = predict_file(model, checkpoint["data"], "scene.tif", "mask.tif")
+    summary = predict_file(model, checkpoint["data"], "s1.tif", "mask.tif", band="VV,VH", raster_band=[1, 2],
+                           tta="d4")
 
 The engine (`predict_tiled`) walks a scene of any size in horizontal strips of one tile row. Each strip
 is read from a *reader*, normalized as in training (lib/bands.py), cut into overlapping tiles (the last
@@ -11,11 +13,19 @@ neighbouring tiles fade into each other without seams. Rows that no later tile t
 handed to a *sink*; only one strip of accumulators (tile x width) is ever held, so memory does not grow
 with the scene's height (a 20000 x 20000 scene needs a few hundred MiB).
 
-Readers: `ArrayReader` (a numpy array or memory-mapped .npy), `RasterReader` (one band of a rasterio
-dataset, read by windows). Sinks: `MaskSink` (thresholded uint8 mask 1 water / 0 not water / 255 no-data
-and optionally float32 probabilities) over writers `ArrayWriter` / `RasterWriter` (rasterio windows,
-whole block rows at a time). Models whose token MLP ties them to one input size (PSPMixer) need
-tile == the checkpoint's image_size; every other model takes any tile its strides divide.
+Readers: `ArrayReader` (a numpy array or memory-mapped .npy), `RasterReader` (bands of a rasterio
+dataset or WarpedVRT, read by windows), `StackReader` (one file per band). Sinks: `MaskSink` (thresholded
+uint8 mask 1 water / 0 not water / 255 no-data and optionally float32 probabilities) over writers
+`ArrayWriter` / `RasterWriter` (rasterio windows, whole block rows at a time); the flood products'
+sinks are in lib/mapping/.
+
+Several bands (VV and VH of a band-agnostic model): the model runs on each band and the blended
+probabilities are fused per pixel (`fuse_bands`: mean of the bands with data there, or max). Test-time
+augmentation (`tta` "flip": 4 views, "d4": 8): every tile is also run flipped / rotated, mapped back and
+averaged; the spread over views and bands is the per-pixel uncertainty.
+
+Models whose token MLP ties them to one input size (PSPMixer) need tile == the checkpoint's
+image_size; every other model takes any tile its strides divide.
 
 Input units: dB (default), linear power (10*log10 first) or KOMPSAT-5 amplitude DN (20*log10(DN) +
 calibration, the default for kompsat5 checkpoints). On CPU, `lib.runtime.keep_freed_memory()` (predict.py calls it)

@@ -373,3 +373,12 @@ def test_normalize_reference_used_by_threshold_model():
     """The hand-set threshold sits between the synthetic water and land values."""
     image, _ = normalize(np.array([WATER_DB, LAND_DB], np.float32), "VV", RANGES)
     assert image[0] < 0.4 < image[1]
+
+
+def test_a_bad_option_stops_a_batch_before_any_scene(threshold_checkpoint, flood_case, tmp_path):
+    folder, _ = flood_case
+    with pytest.raises(SystemExit, match="--threshold must be in"):
+        run_predict(threshold_checkpoint, folder / "post.tif", "--out-dir", tmp_path / "maps", "--threshold", "2")
+    assert not (tmp_path / "maps").exists()
+    with pytest.raises(SystemExit, match="--resume-batch needs --out-dir"):
+        run_predict(threshold_checkpoint, folder / "post.tif", tmp_path / "m.tif", "--resume-batch")

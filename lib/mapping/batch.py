@@ -24,7 +24,8 @@ from typing import Callable
 
 from lib.errors import InferenceError
 from lib.mapping.outputs import temporary_name
-from lib.mapping.scene import SceneOptions, SceneOutputs, map_scene
+from lib.mapping.scene import SceneOptions, SceneOutputs, check_options, map_scene
+from lib.mapping.vector import vector_driver
 
 SUMMARY_CSV = "summary.csv"
 CSV_FIELDS = ("scene", "status", "seconds", "width", "height", "water_fraction", "water_km2", "flood_km2",
@@ -99,6 +100,9 @@ def map_batch(model, data: dict, scenes: list[Path], out_dir: Path, template: Sc
     """Map this rank's share of `scenes` into `out_dir`; returns every scene's row (all ranks' when
     `gather` merges them) and, on rank 0, writes out_dir/summary.csv."""
     from tqdm import tqdm
+    check_options(options)  # a bad option is one error before any scene, not a failure of each
+    if template.polygons is not None:
+        vector_driver(template.polygons)
     check_scene_names(scenes)
     out_dir.mkdir(parents=True, exist_ok=True)
     mine = scenes[rank::world_size]

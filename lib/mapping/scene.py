@@ -428,7 +428,7 @@ def run_products(model, reader, grid, outputs: SceneOutputs, o: SceneOptions, fi
                                               grid, o, before.any)
         timings["polygons_s"] = time.perf_counter() - started
     if outputs.quicklook:
-        write_quicklook(inputs[0], mask.temporary if not mask.npy else mask.temporary, files.add(outputs.quicklook),
+        write_quicklook(inputs[0], mask.temporary, files.add(outputs.quicklook),
                         preprocessors[0], first_raster_band, image_format="PNG")
     return {"stats": stats, "mask_sink": sinks[0], "water": water_tally.report(),
             "flood": flood_sink.tally.report() if flood_sink else None, "polygons": polygon_report,
