@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -382,3 +383,23 @@ def test_a_bad_option_stops_a_batch_before_any_scene(threshold_checkpoint, flood
     assert not (tmp_path / "maps").exists()
     with pytest.raises(SystemExit, match="--resume-batch needs --out-dir"):
         run_predict(threshold_checkpoint, folder / "post.tif", tmp_path / "m.tif", "--resume-batch")
+
+
+def test_torchrun_shares_the_scenes_and_rank_0_writes_the_summary(threshold_checkpoint, tmp_path):
+    import subprocess
+    import sys
+    from conftest import ROOT
+    for index in range(3):
+        water = np.zeros((64, 64), bool)
+        water[:, :10 * (index + 1)] = True
+        write_raster(tmp_path / f"s{index}.tif", scene_db(water))
+    out = tmp_path / "maps"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "predict.py",
+               str(threshold_checkpoint), str(tmp_path / "s*.tif"), "--out-dir", str(out), "--no-progress",
+               "--no-quicklook", "--device", "cpu", "--tile", "64"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("3 scenes: 3 mapped") == 1          # only rank 0 reports
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    assert [Path(r["scene"]).name for r in rows] == ["s0.tif", "s1.tif", "s2.tif"]
+    assert [float(r["water_fraction"]) for r in rows] == pytest.approx([10 / 64, 20 / 64, 30 / 64])
