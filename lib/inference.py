@@ -110,7 +110,8 @@ class ArrayReader:
 
     def __init__(self, array: np.ndarray, nodata: float | None = None, band=1):
         if array.ndim not in (2, 3):
-            raise InferenceError(f"expected a 2-D array or a [bands, height, width] one, got shape {tuple(array.shape)}")
+            raise InferenceError(f"expected a 2-D array or a [bands, height, width] one, "
+                                 f"got shape {tuple(array.shape)}")
         self.bands, self.single = band_list(band)
         count = 1 if array.ndim == 2 else array.shape[0]
         if any(not 1 <= b <= count for b in self.bands):
@@ -263,7 +264,7 @@ class MaskSink:
         self.mask, self.probability, self.threshold = mask, probability, threshold
         self.water = self.valid = 0
 
-    def write(self, row0: int, probability: np.ndarray, invalid: np.ndarray) -> None:
+    def write(self, row0: int, probability: np.ndarray, invalid: np.ndarray, **extra) -> None:
         mask = (probability >= self.threshold).astype(np.uint8)
         mask[invalid] = NODATA
         self.water += int((mask == 1).sum())

@@ -274,10 +274,7 @@ class Sinks:
 
     def write(self, row0: int, probability: np.ndarray, invalid: np.ndarray, **extra) -> None:
         for sink in self.sinks:
-            if isinstance(sink, MaskSink):
-                sink.write(row0, probability, invalid)
-            else:
-                sink.write(row0, probability, invalid, **extra)
+            sink.write(row0, probability, invalid, **extra)
 
 
 # ---------------------------------------------------------------------------------------------- the run
