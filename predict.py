@@ -54,7 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     parser.add_argument("checkpoint", type=Path, help="a best.pt / last.pt written by a train script")
-    parser.add_argument("paths", nargs="+", metavar="INPUT... OUTPUT",
+    parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="scene raster(s) (GeoTIFF, ... or .npy; one per band with --band VV,VH) then the water "
                              "mask (uint8: 1 water, 0 not, 255 no-data); with --out-dir only scenes (files or globs)")
     parser.add_argument("--band", help="which band the input is (VV, VH, ...): picks the normalization range; "
@@ -99,7 +99,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="auto (bf16 autocast on CUDA and on CPUs with native bf16, with channels_last; "
                              "else fp32), fp32, bf16, fp16")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # options may stand between the paths, as before
 
 
 def scene_options(args, batch_size: int, device, precision: str) -> SceneOptions:

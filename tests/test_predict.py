@@ -325,8 +325,9 @@ def test_warnings_say_which_band_is_read_and_when_most_input_becomes_nodata(mlp_
 
 def test_abbreviated_options_are_not_taken_for_others(mlp_checkpoint, geotiff, tmp_path):
     """`--pre` used to be taken as `--precision`; abbreviations are off in every command-line tool."""
-    args = predict.parse_args(["c.pt", "scene.tif", "mask.tif", "--pre", "before.tif"])
+    args = predict.parse_args(["c.pt", "scene.tif", "--pre", "before.tif", "mask.tif"])
     assert args.pre == "before.tif" and args.precision == "auto"
+    assert args.paths == ["scene.tif", "mask.tif"]  # options between the paths, as before
     with pytest.raises(SystemExit) as stopped:
         predict.parse_args(["c.pt", "scene.tif", "mask.tif", "--prob", "p.tif"])
     assert stopped.value.code == 2
@@ -347,6 +348,7 @@ def test_every_command_line_tool_turns_abbreviations_off(monkeypatch):
         raise SystemExit(0)
 
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", record)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_intermixed_args", record)
     monkeypatch.setattr(sys, "argv", ["tool"])
     for call in (lambda: predict.parse_args([]), lambda: evaluate.parse_args([]), lambda: benchmark.parse_args([]),
                  lambda: export_onnx.parse_args([]), make_demo_data.main, make_kompsat5_demo.main):
