@@ -341,6 +341,7 @@ def test_every_command_line_tool_turns_abbreviations_off(monkeypatch):
     import export_onnx
     import make_demo_data
     import make_kompsat5_demo
+    import prepare_data
     seen = []
 
     def record(parser, *args, **kwargs):
@@ -351,10 +352,11 @@ def test_every_command_line_tool_turns_abbreviations_off(monkeypatch):
     monkeypatch.setattr(argparse.ArgumentParser, "parse_intermixed_args", record)
     monkeypatch.setattr(sys, "argv", ["tool"])
     for call in (lambda: predict.parse_args([]), lambda: evaluate.parse_args([]), lambda: benchmark.parse_args([]),
-                 lambda: export_onnx.parse_args([]), make_demo_data.main, make_kompsat5_demo.main):
+                 lambda: export_onnx.parse_args([]), make_demo_data.main, make_kompsat5_demo.main,
+                 lambda: prepare_data.parse_args([])):
         with pytest.raises(SystemExit):
             call()
-    assert seen == [False] * 6
+    assert seen == [False] * 7
 
 
 def test_a_failed_run_leaves_no_final_named_file(mlp_checkpoint, geotiff, tmp_path, monkeypatch):
