@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from lib.augmentation import seed_worker
+from lib.baseline import threshold_baseline
 from lib.config import DEFAULTS
 from lib.checkpoint import FORMAT, load_state, plain, read_checkpoint, save_checkpoint
 from lib.data import build_datasets, data_settings, resolve_data_constants
@@ -151,6 +152,7 @@ def train(constants: dict, model_name: str, model_args: dict,
 
     # data
     train_set, val_set = build_datasets(c, log=log)
+    baseline = threshold_baseline(train_set, val_set, c["VAL_BANDS"], log)  # what one threshold per band scores
     generator = torch.Generator().manual_seed(c["SEED"])
     train_loader = make_loader(train_set, c, True, device, generator, rank, world_size)
     val_loader = make_loader(val_set, c, False, device, None, rank, world_size)
@@ -202,7 +204,8 @@ def train(constants: dict, model_name: str, model_args: dict,
     def checkpoint_dict(metrics: dict, with_training_state: bool) -> dict:
         checkpoint = {"format": FORMAT, "model": {"name": model_name, "args": plain(model_args)},
                       "state_dict": model.state_dict(), "data": plain(data_info), "metrics": plain(metrics),
-                      "epoch": state["epoch"], "parameters": counts, "constants": plain(constants)}
+                      "epoch": state["epoch"], "parameters": counts, "constants": plain(constants),
+                      "baseline": plain(baseline)}
         if with_training_state:
             checkpoint["training_state"] = {**optimizer_state(optimizer, plateau, scaler),
                                             "progress": plain(state), "rng": rng_state()}
@@ -218,7 +221,8 @@ def train(constants: dict, model_name: str, model_args: dict,
                   "data": {"root": str(c["DATA_ROOT"]), **plain(data_info), "train_patches": len(train_set),
                            "val_items": len(val_set),
                            "skipped": {"train": dict(train_set.skipped), "val": dict(val_set.skipped)}},
-                  "constants": plain(constants), "wall_time_s": round(wall, 1), "versions": library_versions()}
+                  "constants": plain(constants), "baseline": plain(baseline), "wall_time_s": round(wall, 1),
+                  "versions": library_versions()}
         if extra_summary:
             result.update(plain(extra_summary()))
         return result
