@@ -12,7 +12,8 @@ confusion counts summed over the whole split (no-data pixels left out), and thei
 Baselines (--baselines, on by default; --no-baselines off): after each checkpoint, a row for the single
 threshold per band that its training run fitted on its training split (lib/baseline.py; a checkpoint
 without one gets thresholds fitted on the evaluated split, marked so) and a row for Otsu's threshold per
-image, scored on the same data with the same metrics (kind "baseline" in evaluation.csv / .json).
+image, scored on the same data with the same metrics (kind "baseline" in evaluation.csv; "baselines" in
+evaluation.json, beside "results").
 
 k-fold: when --data-root holds fold_1 .. fold_K folders, every checkpoint is evaluated on its own fold,
 found from the checkpoint's recorded DATA_ROOT (".../fold_k") or else from its path (".../fold_k/...").
@@ -261,7 +262,9 @@ def write_outputs(rows: list[dict], summary: list[dict], out: Path, settings: di
         entry = folds.setdefault(row["group"], {"model": row["model"], "folds": row["folds"], "fold": row["fold"]})
         entry[row["kind"]] = {k: finite(v) for k, v in row.items()
                               if k not in ("group", "model", "folds", "fold", "kind")}
-    document = {"settings": settings, "results": [{k: finite(v) for k, v in row.items()} for row in rows],
+    document = {"settings": settings,
+                "results": [{k: finite(v) for k, v in row.items()} for row in rows if row.get("kind") != "baseline"],
+                "baselines": [{k: finite(v) for k, v in row.items()} for row in rows if row.get("kind") == "baseline"],
                 "folds": folds, "std": "sample standard deviation over folds (ddof=1)"}
     json_path.write_text(json.dumps(document, indent=2, allow_nan=False))
     return csv_path, json_path
@@ -309,14 +312,15 @@ def main(argv=None) -> dict:
         if args.baselines:
             rows += baseline_rows(checkpoint, row, root, args.split)
         del model
-    summary = aggregate(rows)
+    summary = aggregate([row for row in rows if row.get("kind") != "baseline"])
     print(format_table(rows, summary))
     settings = {"data_root": str(args.data_root or DATA_ROOT), "split": args.split,
                 "k_fold": any(row["fold"] is not None for row in rows), "bands": args.bands, "device": str(device),
                 "batch_size": args.batch_size}
     csv_path, json_path = write_outputs(rows, summary, args.out, settings)
     print(f"wrote {csv_path} and {json_path}")
-    return {"results": rows, "summary": summary, "csv": str(csv_path), "json": str(json_path)}
+    return {"results": [row for row in rows if row.get("kind") != "baseline"], "summary": summary,
+            "baselines": [row for row in rows if row.get("kind") == "baseline"], "csv": str(csv_path), "json": str(json_path)}
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ def test_evaluate_adds_baseline_rows_from_the_checkpoint_or_fitted_on_the_split(
     train(tiny_constants(tiny_data, tmp_path / "run"), "MLP_256", {"widths": [8]})
     args = ["--data-root", str(tiny_data), "--device", "cpu", "--workers", "0"]
     result = evaluate.main([str(tmp_path / "run" / "best.pt"), *args, "--out", str(tmp_path / "a")])
-    model_row, threshold_row, otsu_row = result["results"]
+    (model_row,), (threshold_row, otsu_row) = result["results"], result["baselines"]
     recorded = read_checkpoint(tmp_path / "run" / "best.pt")["baseline"]
     assert threshold_row["kind"] == otsu_row["kind"] == "baseline"
     assert threshold_row["model"].startswith("threshold VV<") and "(fit on train)" in threshold_row["model"]
@@ -111,6 +111,6 @@ def test_evaluate_adds_baseline_rows_from_the_checkpoint_or_fitted_on_the_split(
     checkpoint = read_checkpoint(tmp_path / "run" / "best.pt")
     del checkpoint["baseline"]
     save_checkpoint(checkpoint, tmp_path / "old.pt")
-    rows = evaluate.main([str(tmp_path / "old.pt"), *args, "--out", str(tmp_path / "b")])["results"]
-    assert "(fit on val (evaluated split))" in rows[1]["model"] and rows[1]["iou"] >= threshold_row["iou"] - 1e-9
-    assert len(evaluate.main([str(tmp_path / "old.pt"), *args, "--no-baselines", "--out", str(tmp_path / "c")])["results"]) == 1
+    rows = evaluate.main([str(tmp_path / "old.pt"), *args, "--out", str(tmp_path / "b")])["baselines"]
+    assert "(fit on val (evaluated split))" in rows[0]["model"] and rows[0]["iou"] >= threshold_row["iou"] - 1e-9
+    assert evaluate.main([str(tmp_path / "old.pt"), *args, "--no-baselines", "--out", str(tmp_path / "c")])["baselines"] == []
