@@ -1,4 +1,5 @@
-"""Band names and the per-band normalization tables (clip to [lo, hi], then scale to [0, 1]).
+"""Band names and the per-band normalization tables (clip to [lo, hi], then scale to [0, 1]; lo > hi
+inverts the band).
 
 NORMALIZATION (a shared constant, lib/config.py) picks a table: "sar" (default) or "published". Every
 checkpoint records the table it was trained with (data["normalization"], data["normalization_name"]),
@@ -37,8 +38,12 @@ OTHER_RANGES: dict[str, tuple[float, float]] = {
                              # A CALIBRATION_DB other than 0 shifts the data: shift this range by as much.
 }
 
+# NDWI is the one band where water is bright; "sar" maps it to [0, 1] the other way round (lo > hi), so
+# that water is dark in every normalized band and one band-blind network sees one polarity (docs/real-sar.md)
+NDWI_WATER_DARK = (1.0, -1.0)
+
 NORMALIZATIONS: dict[str, dict[str, tuple[float, float]]] = {
-    "sar": {"VV": SAR_VV_RANGE, "VH": SAR_VH_RANGE, **OTHER_RANGES},
+    "sar": {"VV": SAR_VV_RANGE, "VH": SAR_VH_RANGE, **OTHER_RANGES, "NDWI": NDWI_WATER_DARK},
     "published": {"VV": SAR_DB_RANGE, "VH": SAR_DB_RANGE, **OTHER_RANGES},
 }
 DEFAULT_NORMALIZATION = "sar"

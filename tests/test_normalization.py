@@ -37,3 +37,20 @@ def test_published_table_is_one_constant_away():
     assert sar["VH"][0] < -30.0 and sar["VV"][1] > 0.0  # room for calm VH water and bright VV land
     with pytest.raises(ConfigError, match="NORMALIZATION='db': expected one of sar, published"):
         normalization_table("db")
+
+
+def test_water_is_dark_in_every_normalized_band_of_the_sar_table(tiny_data):
+    """One band-blind network, one polarity: with the "sar" table water is darker than land in all seven
+    bands (NDWI inverted); the published table leaves NDWI the other way round."""
+    from lib.dataset import BandPatchDataset
+    bands = ("VV", "VH", "B2", "B3", "B4", "NDVI", "NDWI")
+    for name, ndwi_water_dark in (("sar", True), ("published", False)):
+        dataset = BandPatchDataset(tiny_data, "train", bands, train=False, ranges=normalization_table(name), image_size=64)
+        for band_index, band in enumerate(bands):
+            water, land = [], []
+            for item in range(band_index, len(dataset), len(bands)):
+                image, target, _ = dataset[item]
+                water.append(image[target == 1])
+                land.append(image[target == 0])
+            darker = float(np.median(np.concatenate(water))) < float(np.median(np.concatenate(land)))
+            assert darker == (ndwi_water_dark or band != "NDWI"), (name, band)
