@@ -41,8 +41,10 @@ def test_normalization_table_per_band():
     # optical bands and indices keep their contrast (the dB range would flatten them to 1.0)
     image, _ = normalize(np.array([[0.05, 0.15]]), "B3")
     assert np.allclose(image, [[0.05 / 0.3, 0.5]])
-    image, _ = normalize(np.array([[-0.5, 0.5]]), "NDWI")
+    image, _ = normalize(np.array([[-0.5, 0.5]]), "NDWI", published)
     assert np.allclose(image, [[0.25, 0.75]])
+    image, _ = normalize(np.array([[-0.5, 0.5]]), "NDWI")  # "sar": inverted, water dark as in every band
+    assert np.allclose(image, [[0.75, 0.25]])
 
 
 def test_training_draws_random_bands_and_validation_is_deterministic(tmp_path):
