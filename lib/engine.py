@@ -29,7 +29,7 @@ from lib.augmentation import seed_worker
 from lib.baseline import threshold_baseline
 from lib.checkpoint import FORMAT, load_state, plain, read_checkpoint
 from lib.checkpoint_saver import CheckpointSaver, deferred_sigint  # noqa: F401 (deferred_sigint: re-exported)
-from lib.config import DEFAULTS
+from lib.config import with_defaults
 from lib.data import build_datasets, data_settings, resolve_data_constants
 from lib.encoder_weights import load_encoder_weights
 from lib.errors import CheckpointError, TrainingError
@@ -45,7 +45,7 @@ __all__ = ["train", "build_run", "train_one_epoch", "evaluate", "Run", "Progress
 
 
 def supervised_loss(c: dict) -> FocalTverskyLoss:
-    c = {**DEFAULTS, **c}
+    c = with_defaults(c)
     return FocalTverskyLoss(alpha=c["FTL_ALPHA"], beta=c["FTL_BETA"], gamma=c["FTL_GAMMA"])
 
 

@@ -11,6 +11,7 @@ from lib.architectures.psp_mixer import BilinearUpsample
 from lib.engine import train
 from lib.model import build_model
 from lib.runtime import autocast, speed_settings
+from lib.errors import ConfigError
 
 CPU = torch.device("cpu")
 TINY_MODELS = {"Unet": {}, "PSPNet": {}, "MLP_256": {}, "UnetLight": {},
@@ -25,7 +26,7 @@ def test_auto_settings_and_switching_each_off(monkeypatch):
     off = speed_settings({"PRECISION": "fp32", "CHANNELS_LAST": "0", "COMPILE": False}, CPU)
     assert off == {"precision": "fp32", "channels_last": False, "compile": False}
     assert speed_settings({"CHANNELS_LAST": 0, "COMPILE": "1"}, CPU)["compile"] is True
-    with pytest.raises(SystemExit, match="COMPILE"):
+    with pytest.raises(ConfigError, match="COMPILE"):
         speed_settings({"COMPILE": "maybe"}, CPU)
 
 
