@@ -49,7 +49,8 @@ SCRIPT_DIFFERENCES = {
     "train_fcn_vgg16.py": KOMPSAT5_SCRIPT,
     "train_fcn_vgg19.py": KOMPSAT5_SCRIPT,
     "kd.py": {"TRAIN_BANDS": "None: the teacher's, so that `python kd.py` distils whatever teacher was trained",
-              "VAL_BANDS": "None: the teacher's", "IMAGE_SIZE": "None: the teacher's"},
+              "VAL_BANDS": "None: the teacher's", "IMAGE_SIZE": "None: the teacher's",
+              "NORMALIZATION": "None: the teacher's range table (sar or published)"},
 }
 
 
