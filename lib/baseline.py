@@ -222,6 +222,3 @@ def threshold_baseline(train_set, val_set, bands: Sequence[str], log=print) -> d
     log(baseline_line(baseline))
     return baseline
 
-
-__all__ = ["Threshold", "fit_threshold", "otsu_threshold", "threshold_baseline", "baseline_record",
-           "fit_thresholds", "recorded_thresholds", "baseline_line", "score_threshold", "score_otsu", "METRICS"]
