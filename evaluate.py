@@ -9,6 +9,12 @@ Each checkpoint is evaluated with the normalization, bands and image size record
 training log. Metrics: IoU, F1, precision, recall and accuracy of the water class per band, from
 confusion counts summed over the whole split (no-data pixels left out), and their mean over bands.
 
+Baselines (--baselines, on by default; --no-baselines off): after each checkpoint, a row for the single
+threshold per band that its training run fitted on its training split (lib/baseline.py; a checkpoint
+without one gets thresholds fitted on the evaluated split, marked so) and a row for Otsu's threshold per
+image, scored on the same data with the same metrics (kind "baseline" in evaluation.csv; "baselines" in
+evaluation.json, beside "results").
+
 k-fold: when --data-root holds fold_1 .. fold_K folders, every checkpoint is evaluated on its own fold,
 found from the checkpoint's recorded DATA_ROOT (".../fold_k") or else from its path (".../fold_k/...").
 Checkpoints that differ only in the fold part of their path form one group (for example
@@ -31,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lib.baseline import baseline_record, fit_thresholds, recorded_thresholds
 from lib.checkpoint import CheckpointError, load_model
 from lib.dataset import BandPatchDataset, DataError
 from lib.config import DEFAULTS
@@ -64,6 +71,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="auto (as training: mixed on CUDA, bf16 on a CPU with native bf16, else fp32), fp32, bf16, fp16")
     parser.add_argument("--workers", default="auto", help="DataLoader workers (default auto)")
     parser.add_argument("--progress", action="store_true", help="show a progress bar per checkpoint")
+    parser.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
+                        help="add rows for the checkpoint's threshold baseline (fitted on its training split when "
+                             "recorded, else on the evaluated split) and for Otsu per image (default on)")
     return parser.parse_args(argv)
 
 
@@ -156,6 +166,29 @@ def evaluate_checkpoint(model, checkpoint: dict, path: Path, root: Path, split: 
             "items": len(dataset), "loss": loss, **metrics}
 
 
+def baseline_rows(checkpoint: dict, row: dict, root: Path, split: str) -> list[dict]:
+    """Rows for the threshold baseline and Otsu per image on the data `row` was scored on: the thresholds the
+    checkpoint recorded (fitted on its training split), else thresholds fitted on this split (marked so)."""
+    data = checkpoint.get("data") or {}
+    constants = {**DEFAULTS, **(checkpoint.get("constants") or {}), "PRELOAD": False}  # raw values are read from files
+    dataset, bands = build_dataset(data, constants, root, split, row["bands"].split())
+    thresholds = recorded_thresholds(checkpoint.get("baseline"), bands)
+    fitted_on = (checkpoint.get("baseline") or {}).get("fitted_on", "train")
+    if thresholds is None:
+        thresholds, fitted_on = fit_thresholds(dataset, bands), f"{split} (evaluated split)"
+    record = baseline_record(thresholds, dataset, fitted_on)
+    described = " ".join(t.describe(band).replace(" ", "") for band, (t, _) in thresholds.items())
+    common = {k: row[k] for k in ("checkpoint", "epoch", "data_root", "split", "bands", "patches", "items", "fold")}
+    rows = []
+    for name, entry in ((f"threshold {described} (fit on {fitted_on})", record), ("Otsu per image", record["otsu_per_image"])):
+        metrics = {f"{metric}_{band}": value for band, values in entry["bands"].items()
+                   for metric, value in values.items() if metric in METRICS}
+        means = {metric: float(np.mean([entry["bands"][band][metric] for band in bands])) for metric in METRICS}
+        rows.append({**common, "kind": "baseline", "model": name, "group": f"{row['group']} [{name.split()[0]}]",
+                     **metrics, **means})
+    return rows
+
+
 def metric_columns(rows: list[dict]) -> list[str]:
     """Per-band columns (iou_VV, f1_VV, ...) in band order, then the band means (iou, f1, ...)."""
     bands = list(dict.fromkeys(band for row in rows for band in row["bands"].split()))
@@ -229,7 +262,9 @@ def write_outputs(rows: list[dict], summary: list[dict], out: Path, settings: di
         entry = folds.setdefault(row["group"], {"model": row["model"], "folds": row["folds"], "fold": row["fold"]})
         entry[row["kind"]] = {k: finite(v) for k, v in row.items()
                               if k not in ("group", "model", "folds", "fold", "kind")}
-    document = {"settings": settings, "results": [{k: finite(v) for k, v in row.items()} for row in rows],
+    document = {"settings": settings,
+                "results": [{k: finite(v) for k, v in row.items()} for row in rows if row.get("kind") != "baseline"],
+                "baselines": [{k: finite(v) for k, v in row.items()} for row in rows if row.get("kind") == "baseline"],
                 "folds": folds, "std": "sample standard deviation over folds (ddof=1)"}
     json_path.write_text(json.dumps(document, indent=2, allow_nan=False))
     return csv_path, json_path
@@ -274,15 +309,18 @@ def main(argv=None) -> dict:
         rows.append(row)
         print(f"{path}: {row['model']} on {root} ({args.split}, {row['items']} items): "
               f"IoU {row['iou']:.4f}, F1 {row['f1']:.4f}", file=sys.stderr)
+        if args.baselines:
+            rows += baseline_rows(checkpoint, row, root, args.split)
         del model
-    summary = aggregate(rows)
+    summary = aggregate([row for row in rows if row.get("kind") != "baseline"])
     print(format_table(rows, summary))
     settings = {"data_root": str(args.data_root or DATA_ROOT), "split": args.split,
                 "k_fold": any(row["fold"] is not None for row in rows), "bands": args.bands, "device": str(device),
                 "batch_size": args.batch_size}
     csv_path, json_path = write_outputs(rows, summary, args.out, settings)
     print(f"wrote {csv_path} and {json_path}")
-    return {"results": rows, "summary": summary, "csv": str(csv_path), "json": str(json_path)}
+    return {"results": [row for row in rows if row.get("kind") != "baseline"], "summary": summary,
+            "baselines": [row for row in rows if row.get("kind") == "baseline"], "csv": str(csv_path), "json": str(json_path)}
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ VAL_LIST = "val.txt"
 TRAIN_BANDS = None           # one drawn at random per sample; None: the teacher's, e.g. VV,VH,B2,B3,B4,NDVI,NDWI
 VAL_BANDS = None             # every validation patch is scored in each; None: the teacher's, e.g. VV,VH
 IMAGE_SIZE = None            # None: the teacher's, e.g. 256
+NORMALIZATION = None         # None: the teacher's; "sar" or "published" (lib/bands.py NORMALIZATIONS)
 # optimization
 EPOCHS = 40
 BATCH_SIZE = 32              # per process under torchrun

@@ -18,6 +18,7 @@ VAL_LIST = "val.txt"
 TRAIN_BANDS = ("VV", "VH", "B2", "B3", "B4", "NDVI", "NDWI")  # one drawn at random per sample
 VAL_BANDS = ("VV", "VH")     # every validation patch is scored in each of these
 IMAGE_SIZE = 256
+NORMALIZATION = "sar"        # Sentinel-1 dB ranges: "sar" (keep the water contrast) or "published" (-22.2..0 dB)
 # optimization
 EPOCHS = 40
 BATCH_SIZE = 32              # per process under torchrun

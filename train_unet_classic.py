@@ -21,6 +21,7 @@ VAL_LIST = "train_full/val.txt"
 TRAIN_BANDS = ("VV", "VH", "B2", "B3", "B4", "NDVI", "NDWI")  # bands only (one drawn per sample); kompsat5: HH
 VAL_BANDS = ("VV", "VH")     # bands only; kompsat5 scores HH
 IMAGE_SIZE = 256             # training crop side; kompsat5 validates on whole (1024 x 1024) scenes
+NORMALIZATION = "sar"        # Sentinel-1 dB ranges: "sar" (keep the water contrast) or "published" (-22.2..0 dB)
 CALIBRATION_DB = 0.0         # kompsat5: input dB = 20*log10(DN) + CALIBRATION_DB, clipped to BAND_RANGES["HH"]
 K5_TRAIN_CROP = "random"     # kompsat5: "random" (a random crop per access) or "tiles" (every tile once per epoch)
 K5_CROPS_PER_SCENE = 16      # kompsat5, "random": crops per scene per epoch (16 x 256^2 = one 1024^2 scene)

@@ -23,8 +23,8 @@ from lib.errors import ConfigError
 DEFAULTS = dict(
     DATA_FORMAT="bands", DATA_ROOT="02_kfold", TRAIN_LIST="train.txt", VAL_LIST="val.txt",
     TRAIN_BANDS=("VV", "VH", "B2", "B3", "B4", "NDVI", "NDWI"), VAL_BANDS=("VV", "VH"), IMAGE_SIZE=256,
-    PRELOAD="auto", AUGMENT=True, EPOCHS=40, BATCH_SIZE=32, LR=5e-4, WEIGHT_DECAY=1e-4, WARMUP_EPOCHS=3,
-    PLATEAU_PATIENCE=10, PLATEAU_FACTOR=0.5, PATIENCE=20, SEED=42, FTL_ALPHA=0.30, FTL_BETA=0.70,
+    NORMALIZATION="sar", PRELOAD="auto", AUGMENT=True, EPOCHS=40, BATCH_SIZE=32, LR=5e-4, WEIGHT_DECAY=1e-4,
+    WARMUP_EPOCHS=3, PLATEAU_PATIENCE=10, PLATEAU_FACTOR=0.5, PATIENCE=20, SEED=42, FTL_ALPHA=0.30, FTL_BETA=0.70,
     FTL_GAMMA=0.75, DEVICE="auto", PRECISION="auto", CHANNELS_LAST="auto", COMPILE="auto", NUM_WORKERS="auto",
     SYNC_BN=False, OUTPUT_DIR=None, RESUME=False, ENCODER_WEIGHTS=None, PROGRESS=True,
 )
@@ -49,7 +49,8 @@ SCRIPT_DIFFERENCES = {
     "train_fcn_vgg16.py": KOMPSAT5_SCRIPT,
     "train_fcn_vgg19.py": KOMPSAT5_SCRIPT,
     "kd.py": {"TRAIN_BANDS": "None: the teacher's, so that `python kd.py` distils whatever teacher was trained",
-              "VAL_BANDS": "None: the teacher's", "IMAGE_SIZE": "None: the teacher's"},
+              "VAL_BANDS": "None: the teacher's", "IMAGE_SIZE": "None: the teacher's",
+              "NORMALIZATION": "None: the teacher's range table (sar or published)"},
 }
 
 
@@ -241,6 +242,8 @@ CONSTANTS: dict[str, Spec] = {
     "TRAIN_BANDS": Spec(bands, known_bands, none=TEACHERS, none_if_default=True),
     "VAL_BANDS": Spec(bands, known_bands, none=TEACHERS, none_if_default=True),
     "IMAGE_SIZE": Spec(integer(8), "an integer >= 8 (pixels)", none=TEACHERS, none_if_default=True),
+    "NORMALIZATION": Spec(one_of("sar", "published"), "sar or published (lib/bands.py NORMALIZATIONS)",
+                          none=TEACHERS, none_if_default=True),
     "PRELOAD": SWITCH,
     "AUGMENT": BOOL,
     # optimization

@@ -6,7 +6,7 @@ amplitude GeoTIFFs (lib/kompsat5.py).
 from __future__ import annotations
 
 from lib.augmentation import train_augmentation
-from lib.bands import BAND_RANGES, band_range
+from lib.bands import band_range, normalization_table
 from lib.config import resolve_constants
 from lib.dataset import BandPatchDataset
 
@@ -28,7 +28,7 @@ def data_settings(c: dict) -> dict:
     c = resolve_data_constants(c)
     bands = list(dict.fromkeys([*c["TRAIN_BANDS"], *c["VAL_BANDS"]]))
     settings = {"format": c["DATA_FORMAT"], "train_bands": list(c["TRAIN_BANDS"]), "val_bands": list(c["VAL_BANDS"]),
-                "normalization": {band: list(band_range(band, BAND_RANGES)) for band in bands},
+                "normalization": {band: list(band_range(band, normalization_table(c["NORMALIZATION"]))) for band in bands},
                 "image_size": int(c["IMAGE_SIZE"])}
     if c["DATA_FORMAT"] == "kompsat5":
         from lib.kompsat5 import kompsat5_settings
@@ -44,9 +44,10 @@ def build_datasets(c: dict, log=print):
         train_set, val_set = build_kompsat5_datasets(c)
     else:
         transform = train_augmentation(c["SEED"]) if c["AUGMENT"] else None
+        ranges = normalization_table(c["NORMALIZATION"])
         train_set = BandPatchDataset(c["DATA_ROOT"], "train", c["TRAIN_BANDS"], train=True, transform=transform,
-                                     image_size=c["IMAGE_SIZE"], preload=c["PRELOAD"])
-        val_set = BandPatchDataset(c["DATA_ROOT"], "val", c["VAL_BANDS"], train=False,
+                                     ranges=ranges, image_size=c["IMAGE_SIZE"], preload=c["PRELOAD"])
+        val_set = BandPatchDataset(c["DATA_ROOT"], "val", c["VAL_BANDS"], train=False, ranges=ranges,
                                    image_size=c["IMAGE_SIZE"], preload=c["PRELOAD"])
     log(f"data {c['DATA_ROOT']} ({c['DATA_FORMAT']}): {train_set.report()}; {val_set.report()}")
     return train_set, val_set

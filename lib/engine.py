@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from lib.augmentation import seed_worker
+from lib.baseline import threshold_baseline
 from lib.checkpoint import FORMAT, load_state, plain, read_checkpoint
 from lib.checkpoint_saver import CheckpointSaver, deferred_sigint  # noqa: F401 (deferred_sigint: re-exported)
 from lib.config import with_defaults
@@ -242,6 +243,7 @@ class Run:
     started: float = field(default_factory=time.time)
     extra_summary: Callable[[], dict] | None = None
     progress: Progress = field(default_factory=Progress)
+    baseline: dict | None = None  # lib.baseline.threshold_baseline: the threshold per band, scored on val
 
     @property
     def is_main(self) -> bool:
@@ -274,6 +276,7 @@ def build_run(constants: dict, model_name: str, model_args: dict, objective: Cal
     seed_everything(c["SEED"])
 
     train_set, val_set = build_datasets(c, log=log)
+    baseline = threshold_baseline(train_set, val_set, c["VAL_BANDS"], log)  # what one threshold per band scores
     generator = torch.Generator().manual_seed(c["SEED"])
     train_loader = make_loader(train_set, c, True, device, generator, rank, world_size)
     val_loader = make_loader(val_set, c, False, device, None, rank, world_size)
@@ -302,7 +305,7 @@ def build_run(constants: dict, model_name: str, model_args: dict, objective: Cal
               train_loader=train_loader, val_loader=val_loader, model=model, net=net, parameters=parameters,
               parameters_trained=sum(p.numel() for p in trainable), encoder_weights=encoder_weights, loss_fn=loss_fn,
               objective=objective, optimization=optimization, plateau=plateau, started=started,
-              extra_summary=extra_summary)
+              extra_summary=extra_summary, baseline=baseline)
     if c["RESUME"]:
         resume(run)
     return run
@@ -380,7 +383,8 @@ def checkpoint(run: Run, metrics: dict) -> dict:
     """best.pt's content (last.pt adds training_state)."""
     return {"format": FORMAT, "model": {"name": run.model_name, "args": plain(run.model_args)},
             "state_dict": run.model.state_dict(), "data": plain(run.data_info), "metrics": plain(metrics),
-            "epoch": run.progress.epoch, "parameters": run.parameters, "constants": plain(run.constants)}
+            "epoch": run.progress.epoch, "parameters": run.parameters, "constants": plain(run.constants),
+            "baseline": plain(run.baseline)}
 
 
 def training_state(run: Run) -> dict:
@@ -411,7 +415,8 @@ def summary(run: Run) -> dict:
               "data": {"root": str(c["DATA_ROOT"]), **plain(run.data_info), "train_patches": len(run.train_set),
                        "val_items": len(run.val_set),
                        "skipped": {"train": dict(run.train_set.skipped), "val": dict(run.val_set.skipped)}},
-              "constants": plain(run.constants), "resumes": p.resumes, "wall_time_s": round(time.time() - run.started, 1),
+               "constants": plain(run.constants), "resumes": p.resumes, "baseline": plain(run.baseline),
+               "wall_time_s": round(time.time() - run.started, 1),
               "versions": library_versions()}
     if run.extra_summary:
         result.update(plain(run.extra_summary()))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from torch import nn
 
+from lib.bands import normalization_name
 from lib.checkpoint import CheckpointError, load_model, plain, read_checkpoint
 from lib.config import DEFAULTS, check_value
 from lib.data import data_settings
@@ -149,11 +150,13 @@ def inherit_teacher_data(c: dict) -> dict:
     c = dict(c)
     missing = [name for name in INHERITED_DATA if c.get(name) is None]
     teacher_data = {}
-    if missing and Path(c["TEACHER_CHECKPOINT"]).is_file():
+    if (missing or c.get("NORMALIZATION") is None) and Path(c["TEACHER_CHECKPOINT"]).is_file():
         teacher_data = read_checkpoint(c["TEACHER_CHECKPOINT"]).get("data") or {}
     for name in missing:
         value = teacher_data.get(INHERITED_DATA[name], DEFAULTS[name])
         c[name] = int(value) if name == "IMAGE_SIZE" else tuple(value)
+    if c.get("NORMALIZATION") is None:  # the teacher's range table by name ("sar" when there is no teacher yet)
+        c["NORMALIZATION"] = normalization_name(teacher_data.get("normalization")) if teacher_data else DEFAULTS["NORMALIZATION"]
     for name in ("TRAIN_BANDS", "VAL_BANDS"):  # text from a caller that did not load constants: "VV,VH"
         if isinstance(c[name], str):
             c[name] = check_value(name, c[name])

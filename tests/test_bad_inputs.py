@@ -31,7 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from conftest import ROOT, TINY_SIZE, tiny_constants
-from lib.bands import SAR_DB_RANGE
+from lib.bands import BAND_RANGES
 from lib.checkpoint import CheckpointError, read_checkpoint
 from lib.cli import clean_message
 from lib.config import ConfigError
@@ -40,11 +40,11 @@ from lib.loss import FocalTverskyLoss
 
 SIZE = TINY_SIZE
 BANDS = ("VV", "VH")
-LO, HI = SAR_DB_RANGE
+LO, HI = BAND_RANGES["VV"]
 
 
 def scaled(db) -> np.ndarray:
-    """The documented normalization of a dB value: clip to SAR_DB_RANGE, scale to [0, 1]."""
+    """The documented normalization of a VV dB value: clip to the default VV range, scale to [0, 1]."""
     return np.clip((np.asarray(db, np.float64) - LO) / (HI - LO), 0, 1)
 
 

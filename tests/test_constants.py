@@ -58,7 +58,8 @@ GOOD = {
     "DATA_FORMAT": [("kompsat5", "kompsat5")], "DATA_ROOT": [("02_kfold/fold_1", "02_kfold/fold_1")],
     "TRAIN_LIST": [("train.txt", "train.txt")], "VAL_LIST": [("val.txt", "val.txt")],
     "TRAIN_BANDS": [("VV,NDWI", ("VV", "NDWI")), (["VH"], ("VH",))], "VAL_BANDS": [("('VV', 'VH')", ("VV", "VH"))],
-    "IMAGE_SIZE": [("64", 64)], "PRELOAD": [("auto", "auto"), ("0", False), (True, True)],
+    "IMAGE_SIZE": [("64", 64)], "NORMALIZATION": [("published", "published"), ("sar", "sar")],
+    "PRELOAD": [("auto", "auto"), ("0", False), (True, True)],
     "AUGMENT": [("false", False)], "EPOCHS": [("1", 1)], "BATCH_SIZE": [(2, 2)], "LR": [("1e-3", 1e-3)],
     "WEIGHT_DECAY": [("0", 0.0)], "WARMUP_EPOCHS": [("0", 0)], "PLATEAU_PATIENCE": [("0", 0)],
     "PLATEAU_FACTOR": [("0.1", 0.1)], "PATIENCE": [("1", 1)], "SEED": [("0", 0)], "FTL_ALPHA": [("0.5", 0.5)],
@@ -78,7 +79,7 @@ GOOD = {
 BAD = {
     "DATA_FORMAT": ["tiff", None], "DATA_ROOT": ["", None], "TRAIN_LIST": [""], "VAL_LIST": [None],
     "TRAIN_BANDS": ["", "()", "VV,XX", None], "VAL_BANDS": ["vv"], "IMAGE_SIZE": ["None", "abc", "0", "64.5"],
-    "PRELOAD": ["maybe", None], "AUGMENT": ["2"], "EPOCHS": ["None", "0", "1.5"], "BATCH_SIZE": ["0", "none", "-4"],
+    "NORMALIZATION": ["db", ""], "PRELOAD": ["maybe", None], "AUGMENT": ["2"], "EPOCHS": ["None", "0", "1.5"], "BATCH_SIZE": ["0", "none", "-4"],
     "LR": ["-1", "nan", "inf", "0", "None"], "WEIGHT_DECAY": ["-1e-4"], "WARMUP_EPOCHS": ["-1"],
     "PLATEAU_PATIENCE": ["x"], "PLATEAU_FACTOR": ["1", "0"], "PATIENCE": ["0"], "SEED": ["-1"],
     "FTL_ALPHA": ["-0.1"], "FTL_BETA": ["nan"], "FTL_GAMMA": ["0"], "DEVICE": ["gpu", "tpu", ""],

@@ -7,7 +7,7 @@ import torch
 
 from conftest import REAL_DATA
 from lib.augmentation import train_augmentation
-from lib.bands import BAND_RANGES, SAR_DB_RANGE, normalize
+from lib.bands import BAND_RANGES, NORMALIZATIONS, SAR_DB_RANGE, normalize
 from lib.dataset import IGNORE_INDEX, BandPatchDataset, DataError, index_split
 
 
@@ -33,14 +33,18 @@ def simple_label(size=32):
 
 
 def test_normalization_table_per_band():
-    assert BAND_RANGES["VV"] == BAND_RANGES["VH"] == SAR_DB_RANGE == (-22.225124, 0.0)
-    image, _ = normalize(np.array([[-30.0, -22.225124, -11.1125620, 0.0, 5.0]]), "VV")
+    published = NORMALIZATIONS["published"]
+    assert published["VV"] == published["VH"] == SAR_DB_RANGE == (-22.225124, 0.0)
+    assert BAND_RANGES is NORMALIZATIONS["sar"] and BAND_RANGES["VH"][0] < -30.0  # the default keeps VH water
+    image, _ = normalize(np.array([[-30.0, -22.225124, -11.1125620, 0.0, 5.0]]), "VV", published)
     assert np.allclose(image, [[0, 0, 0.5, 1, 1]])
     # optical bands and indices keep their contrast (the dB range would flatten them to 1.0)
     image, _ = normalize(np.array([[0.05, 0.15]]), "B3")
     assert np.allclose(image, [[0.05 / 0.3, 0.5]])
-    image, _ = normalize(np.array([[-0.5, 0.5]]), "NDWI")
+    image, _ = normalize(np.array([[-0.5, 0.5]]), "NDWI", published)
     assert np.allclose(image, [[0.25, 0.75]])
+    image, _ = normalize(np.array([[-0.5, 0.5]]), "NDWI")  # "sar": inverted, water dark as in every band
+    assert np.allclose(image, [[0.75, 0.25]])
 
 
 def test_training_draws_random_bands_and_validation_is_deterministic(tmp_path):
@@ -147,7 +151,7 @@ def test_augmentation_keeps_mask_aligned_and_pads_with_nodata():
 
 @pytest.mark.skipif(not REAL_DATA.is_dir(), reason="real Sen1Floods11 chip not present in ../shared")
 def test_real_sen1floods11_chip_loads_normalizes_and_ignores_nodata():
-    val = BandPatchDataset(REAL_DATA, "val", ("VV", "VH"), train=False)
+    val = BandPatchDataset(REAL_DATA, "val", ("VV", "VH"), train=False, ranges=NORMALIZATIONS["published"])
     raw_vv = np.load(REAL_DATA / "val" / "img" / f"{val.patches[0][0]}_VV.npy")
     raw_label = np.load(REAL_DATA / "val" / "lab" / f"{val.patches[0][0]}.npy")
     image, target, _ = val[0]

@@ -43,7 +43,7 @@ def test_checkpoint_rebuilds_the_model_without_the_script(one_epoch_run):
     model, checkpoint = load_model(output / "best.pt")
     assert checkpoint["model"] == {"name": "UnetLight", "args": {"width": 8}}
     assert checkpoint["data"]["val_bands"] == ["VV", "VH"] and checkpoint["data"]["image_size"] == 64
-    assert checkpoint["data"]["normalization"]["VV"] == [-22.225124, 0.0]
+    assert checkpoint["data"]["normalization"]["VV"] == [-30.0, 5.0]  # NORMALIZATION="sar" (lib/bands.py)
     assert model(torch.zeros(1, 1, 64, 64)).shape == (1, 1, 64, 64)
     last = read_checkpoint(output / "last.pt")
     assert {"optimizer", "plateau", "scaler", "progress", "rng"} <= set(last["training_state"])

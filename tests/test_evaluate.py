@@ -144,7 +144,8 @@ def test_kfold_each_checkpoint_on_its_fold_with_mean_and_std(two_folds, tmp_path
     (group, entry), = document["folds"].items()
     assert "fold_*" in group and entry["folds"] == 2 and entry["mean"]["iou"] == pytest.approx(mean["iou"])
     kinds = [line.split(",")[0] for line in (tmp_path / "evaluation.csv").read_text().splitlines()[1:]]
-    assert kinds == ["checkpoint", "checkpoint", "mean", "std"]
+    assert [kind for kind in kinds if kind != "baseline"] == ["checkpoint", "checkpoint", "mean", "std"]
+    assert kinds.count("baseline") == 4  # threshold and Otsu rows after each checkpoint (evaluate.py --baselines)
 
 
 def test_fold_found_from_path_when_not_recorded(two_folds, tmp_path):

@@ -340,7 +340,9 @@ def write_patch(root: Path, split: str, patch_id: str, label, **bands) -> None:
         np.save(root / split / "img" / f"{patch_id}_{band}.npy", np.asarray(values, np.float32))
 
 
-def test_report_numbers_by_hand(tmp_path):
+def test_report_numbers_by_hand(tmp_path, monkeypatch):
+    import lib.bands
+    monkeypatch.setattr(lib.bands, "BAND_RANGES", lib.bands.NORMALIZATIONS["published"])  # the -22.2 .. 0 dB range
     root = tmp_path / "layout"
     write_patch(root, "train", "a_r0c0", [[1, 1, 0, 0], [1, 1, 0, 255]],
                 VV=[[-30, -25, -10, -5], [-28, np.nan, 2, -8]], XX=np.zeros((2, 4)))

@@ -33,7 +33,7 @@ FOLD = re.compile(r"^fold_(\d+)/(train|val)$")
 
 
 def band_edges(band: str) -> np.ndarray:
-    lo, hi = band_range(band)
+    lo, hi = sorted(band_range(band))  # NDWI is stored inverted (lo > hi) in the "sar" table
     width = hi - lo
     return np.linspace(lo - MARGIN * width, hi + MARGIN * width, (2 * MARGIN + 1) * BINS_PER_RANGE + 1)
 
@@ -88,7 +88,7 @@ class BandStats:
 
     def __post_init__(self):
         self.edges = band_edges(self.band)
-        self.lo, self.hi = band_range(self.band)
+        self.lo, self.hi = sorted(band_range(self.band))
         self.water = self.water or ClassStats(np.zeros(len(self.edges) + 1, np.int64))
         self.land = self.land or ClassStats(np.zeros(len(self.edges) + 1, np.int64))
 

@@ -45,9 +45,20 @@ NODATA = 255
 
 # land-cover classes
 CROP, FOREST, URBAN, SOIL = 0, 1, 2, 3
-# mean VV (dB) and VV - VH (dB) per land-cover class
-LAND_VV = np.array([-11.0, -8.0, 0.5, -13.0], dtype=np.float32)
-LAND_VV_MINUS_VH = np.array([7.0, 6.0, 8.5, 8.5], dtype=np.float32)
+# mean VV (dB) and VV - VH (dB) per land-cover class, at the reference incidence angle. With the other
+# terms below they put land at the real chip's median (VV -9.4, VH -16.8 dB; docs/real-sar.md)
+LAND_VV = np.array([-10.0, -7.0, 1.0, -12.0], dtype=np.float32)
+LAND_VV_MINUS_VH = np.array([7.5, 6.5, 8.5, 8.5], dtype=np.float32)
+# incidence angle (degrees) across Sentinel-1 IW swaths, and how backscatter falls with it (dB / degree):
+# steeply on calm water (specular), gently on land (literature: about -0.3..-0.5 and -0.1..-0.2)
+INCIDENCE_RANGE = (30.0, 46.0)
+INCIDENCE_REFERENCE = 38.0
+WATER_DB_PER_DEGREE = -0.35
+LAND_DB_PER_DEGREE = -0.12
+# calm water level of a scene (VV dB at the reference angle) and its variation within a scene: real calm
+# water lies at -18..-25 dB VV; the real chip's water median is -18.4 dB VV, its quartiles -21.8 / -13.6
+CALM_WATER_VV = (-22.5, -17.0)
+CALM_WATER_WITHIN_SCENE_DB = 1.5
 # Sentinel-2 reflectance (B2, B3, B4, B8). Clear water is darker than land in every band, as in real
 # scenes (the Sen1Floods11 chip in ../shared: water ~0.10 vs land ~0.13 top-of-atmosphere reflectance).
 REFL_VEGETATION = (0.04, 0.08, 0.05, 0.30)
@@ -58,6 +69,9 @@ REFL_ROAD = (0.09, 0.10, 0.11, 0.13)
 REFL_WATER = (0.03, 0.035, 0.02, 0.015)
 REFL_TURBID_WATER = (0.045, 0.06, 0.045, 0.03)
 REFL_FLOODED_VEGETATION = (0.045, 0.075, 0.05, 0.13)
+# Sentinel-2 L1C is top-of-atmosphere: path radiance lifts dark surfaces most (the real chip: water B2
+# 0.097, B3 0.085, B4 0.077 against land 0.125, 0.124, 0.118)
+PATH_REFLECTANCE = (0.06, 0.04, 0.03, 0.015)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -214,7 +228,7 @@ def generate_patch(rng: np.random.Generator, size: int = 256, *, dry: bool = Fal
     blocks = _parcels(rng, size, rng.uniform(6, 12) * f)  # city blocks, streets and open spaces
     vv += np.where(lc == URBAN, 2.5 * blocks + 1.0 * smooth_field(rng, size, 4 * f), 0.0).astype(np.float32)
     vv += np.where(lc == SOIL, 1.3 * smooth_field(rng, size, 0.12 * size), 0.0).astype(np.float32)
-    green = 1.0 / (1.0 + np.exp(-2.0 * (parcels + 0.8)))  # share of green crop per parcel
+    green = 1.0 / (1.0 + np.exp(-2.0 * (parcels + 0.1)))  # share of green crop per parcel (the real chip: dry)
     vv_minus_vh = LAND_VV_MINUS_VH[lc] + np.where(lc == CROP, 1.5 - 2.5 * green, 0.0).astype(np.float32)
     vh = vv - vv_minus_vh + 0.8 * smooth_field(rng, size, 4 * f)
     # urban point scatterers
@@ -237,20 +251,23 @@ def generate_patch(rng: np.random.Generator, size: int = 256, *, dry: bool = Fal
         vv[shadow] = rng.uniform(-23.0, -18.0) + 0.5 * texture[shadow]
         vh[shadow] = vv[shadow] - rng.uniform(5.0, 7.0)
 
-    road_db = rng.uniform(-22.0, -18.5)
+    road_db = rng.uniform(-21.0, -16.0)  # 10 m pixels mix tarmac with verges: rarely below -21 dB
     vv[road] = road_db + 0.5 * texture[road]
     vh[road] = road_db - rng.uniform(6.0, 8.0) + 0.5 * texture[road]
 
     # water: calm, wind-roughened, and flooded vegetation (double bounce)
-    calm_db = rng.uniform(-21.5, -18.5)
-    water_vv = calm_db + 0.6 * smooth_field(rng, size, 0.1 * size) + 0.3 * texture
-    water_vh = water_vv - rng.uniform(6.0, 8.5)
+    calm_db = rng.uniform(*CALM_WATER_VV)
+    water_vv = calm_db + CALM_WATER_WITHIN_SCENE_DB * smooth_field(rng, size, 0.15 * size) + 0.3 * texture
+    if water.any():  # shallow water and mixed pixels at the shore: brighter within a few pixels of land
+        shore = cv2.distanceTransform(water.astype(np.uint8), cv2.DIST_L2, 3)
+        water_vv = water_vv + rng.uniform(1.5, 4.5) * np.exp(-shore / (rng.uniform(1.5, 4.0) * f))
+    water_vh = water_vv - rng.uniform(6.5, 9.0)
     windy = np.zeros(shape, np.float32)
-    if water.any() and rng.random() < 0.35:
+    if water.any() and rng.random() < 0.5:
         gust = smooth_field(rng, size, rng.uniform(0.15, 0.3) * size)
-        level = _quantile_threshold(gust[water], 1.0 - rng.uniform(0.15, 0.4))
-        windy = np.clip((gust - level) / 0.4, 0.0, 1.0) * water
-        windy_vv = rng.uniform(-12.0, -8.0) + 0.8 * smooth_field(rng, size, 8 * f)
+        level = _quantile_threshold(gust[water], 1.0 - rng.uniform(0.15, 0.5))
+        windy = np.clip((gust - level) / 0.6, 0.0, 1.0) * water
+        windy_vv = rng.uniform(-15.0, -9.0) + 0.8 * smooth_field(rng, size, 8 * f)
         water_vv = water_vv * (1 - windy) + windy_vv * windy
         water_vh = water_vh * (1 - windy) + (windy_vv - rng.uniform(8.0, 10.0)) * windy
     flooded_veg = np.zeros(shape, bool)
@@ -264,7 +281,13 @@ def generate_patch(rng: np.random.Generator, size: int = 256, *, dry: bool = Fal
     vv = np.where(water, water_vv, vv)
     vh = np.where(water, water_vh, vh)
 
-    # acquisition: per-scene calibration / incidence offset, slight blur (mixed pixels at edges)
+    # acquisition: incidence angle (the patch's place in the swath; it grows along +x, the range
+    # direction, by ~0.07 degrees per km), per-scene calibration offset, slight blur (mixed pixels)
+    incidence = rng.uniform(*INCIDENCE_RANGE) + np.linspace(-0.1, 0.1, size, dtype=np.float32)[None, :] * f
+    tilt = incidence - INCIDENCE_REFERENCE
+    calm = water & ~flooded_veg
+    vv = vv + np.where(calm, WATER_DB_PER_DEGREE, LAND_DB_PER_DEGREE) * tilt
+    vh = vh + np.where(calm, 0.7 * WATER_DB_PER_DEGREE, LAND_DB_PER_DEGREE) * tilt
     offset = rng.normal(0.0, 0.8)
     vv_mean = cv2.GaussianBlur((vv + offset).astype(np.float32), (0, 0), 0.7)
     vh_mean = cv2.GaussianBlur((vh + offset).astype(np.float32), (0, 0), 0.7)
@@ -288,7 +311,7 @@ def generate_patch(rng: np.random.Generator, size: int = 256, *, dry: bool = Fal
         w = REFL_WATER[b] * (1 - turbid) + REFL_TURBID_WATER[b] * turbid
         refl[b] = np.where(water, w, refl[b])
         refl[b][flooded_veg] = REFL_FLOODED_VEGETATION[b]
-    refl += rng.uniform(0.0, 0.02)  # haze
+    refl += np.float32(rng.uniform(0.6, 1.4)) * np.array(PATH_REFLECTANCE, np.float32)[:, None, None]  # atmosphere
     cloud = np.zeros(shape, bool)
     if cloudy:
         field = smooth_field(rng, size, rng.uniform(0.15, 0.35) * size) + 0.15 * smooth_field(rng, size, 12 * f)
