@@ -178,7 +178,9 @@ def train(constants: dict, model_name: str, model_args: dict,
     objective = objective or SupervisedObjective(loss_fn)
     if hasattr(objective, "start"):  # a plug-in's one-time setup (kd.py: move its teacher, score it on val)
         objective.start(device=device, val_loader=val_loader, precision=precision, memory_format=memory_format)
-    optimizer = torch.optim.AdamW(trainable, lr=c["LR"], weight_decay=c["WEIGHT_DECAY"])
+    # a plug-in's own trained modules (kd.py's feature adapter) take the student's optimizer, and last.pt
+    plugin_trained = list(objective.parameters()) if hasattr(objective, "parameters") else []
+    optimizer = torch.optim.AdamW(trainable + plugin_trained, lr=c["LR"], weight_decay=c["WEIGHT_DECAY"])
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=c["PLATEAU_FACTOR"],
                                                          patience=c["PLATEAU_PATIENCE"])
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
@@ -197,6 +199,8 @@ def train(constants: dict, model_name: str, model_args: dict,
         plateau.load_state_dict(checkpoint["training_state"]["plateau"])
         scaler.load_state_dict(checkpoint["training_state"]["scaler"])
         state.update(checkpoint["training_state"]["progress"])
+        if "objective" in checkpoint["training_state"]:
+            objective.load_state_dict(checkpoint["training_state"]["objective"])
         log(f"resumed from {last} after epoch {state['epoch']}")
 
     def checkpoint_dict(metrics: dict, with_training_state: bool) -> dict:
@@ -206,6 +210,8 @@ def train(constants: dict, model_name: str, model_args: dict,
         if with_training_state:
             checkpoint["training_state"] = {**optimizer_state(optimizer, plateau, scaler),
                                             "progress": plain(state), "rng": rng_state()}
+            if plugin_trained:
+                checkpoint["training_state"]["objective"] = objective.state_dict()
         return checkpoint
 
     def summary(wall: float) -> dict:
