@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
-from lib.checkpoint import CheckpointError, load_model
+from lib.checkpoint import CheckpointError
 from lib.inference import UNITS, InferenceError, predict_file
+from lib.onnx_model import load_model_any
 from lib.runtime import keep_freed_memory, resolve_device, speed_settings
 
 BATCH_SIZE = {"cpu": 8, "cuda": 32}  # tiles per forward pass
@@ -68,7 +69,7 @@ def main(argv=None) -> dict:
     quicklook = None if args.no_quicklook else (args.quicklook or args.output.with_suffix(".png"))
     speed = speed_settings({"PRECISION": args.precision}, device)
     try:
-        model, checkpoint = load_model(args.checkpoint, device)
+        model, checkpoint = load_model_any(args.checkpoint, device)  # a .pt checkpoint or an exported .onnx
         if speed["channels_last"]:
             model.to(memory_format=torch.channels_last)
         summary = predict_file(model, checkpoint["data"], args.input, args.output, band=args.band, units=args.units,
