@@ -36,7 +36,7 @@ from lib.errors import ConfigError
 from lib.model import build_model
 from lib_kd.model_kd import (Teacher, TeacherError, full_args, inherit_teacher_data, load_teacher, student_args,
                              train_command, train_script)
-from lib_kd.cost import model_cost
+from lib.cost import model_cost
 from lib_kd.features import FeatureTap, default_layer, probe, unwrap
 from lib_kd.losses import FEATURE_LOSSES, affinity_loss, channel_wise_loss, feature_loss, match_resolution
 

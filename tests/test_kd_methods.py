@@ -268,7 +268,7 @@ def test_table_has_cost_columns_and_the_baseline_row(tiny_pspnet, tiny_data, tmp
     baseline = next(line for line in lines if line.startswith("threshold baseline (fitted on train)"))
     assert "0.345" in baseline and "0.297" in baseline and "0.321" in baseline
     student_row = next(line for line in lines if line.startswith("student PSPMixer distilled")).split()
-    from lib_kd.cost import count_flops
+    from lib.cost import count_flops
     gflops = count_flops(build_model("PSPMixer", student_args(c)), TINY_SIZE) / 1e9
     assert float(student_row[-4]) == pytest.approx(gflops, rel=1e-2)
     assert float(student_row[-3]) > 0 and float(student_row[-2]) > 0

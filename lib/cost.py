@@ -1,6 +1,6 @@
 """What a model costs per patch: GFLOPs (torch.utils.flop_counter) and CPU latency at batch 1 and 32.
 
-Short timings (lib/speed.py `timed`, fp32 eager, as benchmark.py's baseline configuration) for the rows of
+Short timings (lib/speed.py, fp32 eager, as benchmark.py's baseline configuration) for the rows of
 kd.py's final table and of pareto.py; benchmark.py measures the same quantities at length.
 """
 from __future__ import annotations
