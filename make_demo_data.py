@@ -6,11 +6,11 @@
 
 Patches are 256 x 256 scenes with rivers, lakes and floods, Sentinel-1 VV/VH in dB with speckle and
 confusers (roads, radar shadow, wind-roughened water, flooded vegetation), Sentinel-2 B2/B3/B4,
-NDVI and NDWI, and labels 1 water / 0 not water / 255 no-data. See lib/demo_data.py for the layout.
+NDVI and NDWI, and labels 1 water / 0 not water / 255 no-data. See lib/synthetic/demo.py for the layout.
 """
 import argparse
 
-from lib.demo_data import make_demo_dataset, render_demo_figure
+from lib.synthetic.demo import make_demo_dataset, render_demo_figure
 
 OUTPUT_DIR = "02_kfold"
 N_TRAIN = 120

@@ -50,7 +50,7 @@ def select_folds(root: Path, folds) -> list[int]:
     if folds is None:
         if not found:
             raise SystemExit(f"error: no fold_* folders in {str(root)!r}; make k-fold data "
-                             f"(lib.demo_data.make_demo_dataset(..., folds=K)) or set DATA_ROOT")
+                             f"(lib.synthetic.demo.make_demo_dataset(..., folds=K)) or set DATA_ROOT")
         return found
     wanted = list(range(1, int(folds) + 1)) if isinstance(folds, int) else [int(k) for k in folds]
     missing = [k for k in wanted if k not in found]

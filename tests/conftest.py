@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lib.demo_data import make_demo_dataset  # noqa: E402
+from lib.synthetic.demo import make_demo_dataset  # noqa: E402
 
 TINY_SIZE = 64
 REAL_DATA = ROOT.parent / "shared" / "data" / "sen1floods11_spain" / "02_kfold"

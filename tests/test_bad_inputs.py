@@ -407,9 +407,10 @@ def case_resume_from_garbage_checkpoint(tmp: Path, tiny: Path):
 @script_case
 def case_kompsat5_tiff_that_is_not_a_tiff(tmp: Path, tiny: Path):
     try:
-        from lib.kompsat5 import build_kompsat5_datasets, make_kompsat5_dataset  # noqa: F401
+        from lib.kompsat5 import build_kompsat5_datasets  # noqa: F401
+        from lib.synthetic.kompsat5 import make_kompsat5_dataset
     except ImportError as error:
-        return f"KOMPSAT-5 layout not available yet (lib/kompsat5.py: {error})"
+        return f"KOMPSAT-5 layout not available yet (lib/kompsat5/: {error})"
     root = tmp / "data_k5"
     make_kompsat5_dataset(root, n_train=2, n_val=1, size=SIZE, seed=0)
     image = (root / "train_full" / "train.txt").read_text().splitlines()[0].split("\t")[0]

@@ -1,4 +1,4 @@
-"""Tests of the synthetic demo dataset (lib/demo_data.py, make_demo_data.py) on tiny data."""
+"""Tests of the synthetic demo dataset (lib/synthetic/demo.py, make_demo_data.py) on tiny data."""
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +10,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from lib.demo_data import (LOOKS, TRAIN_BANDS, VAL_BANDS, generate_patch,  # noqa: E402
-                           make_demo_dataset, render_demo_figure)
+from lib.synthetic.demo import (LOOKS, TRAIN_BANDS, VAL_BANDS, generate_patch,  # noqa: E402
+                                make_demo_dataset, render_demo_figure)
 
 N_TRAIN, N_VAL, SIZE, SEED = 6, 3, 128, 7
 

@@ -15,7 +15,7 @@ import train_folds
 from conftest import ROOT, TINY_SIZE, tiny_constants
 from lib.bands import SAR_DB_RANGE
 from lib.checkpoint import FORMAT, load_model, save_checkpoint
-from lib.demo_data import make_demo_dataset
+from lib.synthetic.demo import make_demo_dataset
 from lib.model import build_model
 
 BANDS = ("VV", "VH")
@@ -189,7 +189,8 @@ def test_kompsat5_checkpoint_evaluates_and_predicts_as_trained(tmp_path):
 
     import predict
     from lib.engine import train
-    from lib.kompsat5 import Kompsat5Dataset, make_kompsat5_dataset
+    from lib.kompsat5 import Kompsat5Dataset
+    from lib.synthetic.kompsat5 import make_kompsat5_dataset
     root = tmp_path / "data_k5"
     make_kompsat5_dataset(root, n_train=2, n_val=1, size=96, seed=0)
     output = tmp_path / "k5run"

@@ -1,5 +1,5 @@
-"""The KOMPSAT-5 layout (lib/kompsat5.py), the per-image IoU convention, and the five KOMPSAT-5 train
-scripts end to end on tiny synthetic scenes (128 x 128, IMAGE_SIZE 64)."""
+"""The KOMPSAT-5 layout (lib/kompsat5/, lib/synthetic/kompsat5.py), the per-image IoU convention, and the five
+KOMPSAT-5 train scripts end to end on tiny synthetic scenes (128 x 128, IMAGE_SIZE 64)."""
 from __future__ import annotations
 
 import json
@@ -20,9 +20,11 @@ from lib.bands import BAND_RANGES
 from lib.checkpoint import read_checkpoint
 from lib.data import build_datasets, data_settings
 from lib.dataset import IGNORE_INDEX, DataError
-from lib.kompsat5 import (Kompsat5Dataset, amplitude_to_db, build_kompsat5_datasets, hh_image, make_kompsat5_dataset,
-                          mask_to_target, preprocess, read_list, tile_starts)
+from lib.errors import ConfigError
+from lib.kompsat5 import (Kompsat5Dataset, amplitude_to_db, build_kompsat5_datasets, hh_image, mask_to_target,
+                          preprocess, read_list, tile_starts)
 from lib.metrics import BandConfusion
+from lib.synthetic.kompsat5 import make_kompsat5_dataset
 
 SCENE = 128
 CROP = 64
@@ -248,6 +250,24 @@ def test_synthetic_scenes_have_no_data_edges_and_dark_water(k5_data):
               for scene in Kompsat5Dataset(k5_data, f"train_full/{split}.txt", train=False, image_size=CROP)]
     assert any((target == IGNORE_INDEX).any() for _, target, _ in scenes)  # the DN-0 wedges
     assert any((target == 1).any() for _, target, _ in scenes)
+
+
+def test_bad_crop_constants_are_config_errors(k5_data):
+    with pytest.raises(ConfigError, match="K5_TRAIN_CROP='grid'"):
+        build_kompsat5_datasets(k5_constants(k5_data, K5_TRAIN_CROP="grid"))
+    with pytest.raises(ConfigError, match="K5_CROPS_PER_SCENE=0"):
+        build_kompsat5_datasets(k5_constants(k5_data, K5_CROPS_PER_SCENE=0))
+
+
+def test_datasets_never_import_the_synthetic_generators():
+    """Reading data (both layouts, the engine's data glue) loads no generator; the old import path of the
+    KOMPSAT-5 generator still works and gives the generator itself."""
+    code = ("import sys; import lib.data, lib.dataset, lib.kompsat5, lib.kompsat5.build; "
+            "print(sorted(m for m in sys.modules if m.startswith('lib.synthetic')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert loaded.stdout.strip() == "[]"
+    from lib.kompsat5 import make_kompsat5_dataset as old_path
+    assert old_path is make_kompsat5_dataset
 
 
 def test_data_settings_record_the_conversion(k5_data):
