@@ -25,21 +25,24 @@ from lib.speed import timed_runs
 COSTS = {"latency_ms_b1": "CPU latency, batch 1 (ms)", "gflops": "GFLOPs per patch"}
 
 
-def find_sources(paths: list[Path]) -> tuple[list[Path], list[str]]:
-    """summary.json and evaluation.json files named by `paths` (files, or folders searched recursively);
-    and one line per path that holds neither."""
-    found, skipped = [], []
+def find_sources(paths: list[Path]) -> tuple[dict[Path, str], list[str]]:
+    """{summary.json or evaluation.json file: label} for `paths` (files, or folders searched recursively;
+    a run's label is its folder relative to the folder given, e.g. "pspmixer/feature/seed1"), and one line
+    per path that holds neither."""
+    found, skipped = {}, []
     for path in paths:
         if path.is_file() and path.name in ("summary.json", "evaluation.json"):
-            found.append(path)
+            found.setdefault(path, path.parent.name or str(path))
         elif path.is_dir():
             inside = sorted([*path.rglob("summary.json"), *path.rglob("evaluation.json")])
-            found += inside
+            for source in inside:
+                relative = source.parent.relative_to(path).as_posix()
+                found.setdefault(source, path.name if relative == "." else relative)
             if not inside:
                 skipped.append(f"{path}: no summary.json or evaluation.json inside")
         else:
             skipped.append(f"{path}: not a run folder, summary.json or evaluation.json")
-    return list(dict.fromkeys(found)), skipped
+    return found, skipped
 
 
 def onnx_latency(path: Path, image_size: int, batch: int) -> float:
@@ -61,7 +64,7 @@ def point_of_model(label: str, kind: str, iou: float, path: Path | None, name: s
             "source": str(path) if path else ""}
 
 
-def points_from(source: Path) -> list[dict]:
+def points_from(source: Path, label: str) -> list[dict]:
     """The points of one summary.json (one run) or evaluation.json (one per scored checkpoint/ONNX file)."""
     document = json.loads(source.read_text())
     if source.name == "summary.json":
@@ -69,7 +72,6 @@ def points_from(source: Path) -> list[dict]:
             return []
         size = int(document["data"]["image_size"])
         kind = "distilled" if document.get("teacher_checkpoint") else "trained"
-        label = source.parent.name if source.parent.name not in ("", ".") else document["model"]
         return [point_of_model(label, kind, float(document["val_iou"]), source.parent / "best.pt", document["model"],
                                document.get("model_args") or {}, size)]
     points = []
@@ -140,9 +142,9 @@ def pareto(paths: list[Path], output_dir: Path, title: str = "IoU against cost")
     returns the points and the sources skipped (one line each)."""
     sources, skipped = find_sources(paths)
     points = []
-    for source in sources:
+    for source, label in sources.items():
         try:
-            points += points_from(source)
+            points += points_from(source, label)
         except (OSError, ValueError, KeyError, TypeError, CheckpointError) as error:
             skipped.append(f"{source}: {type(error).__name__}: {error}")
     if not points:
