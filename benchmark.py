@@ -76,11 +76,12 @@ def configurations() -> dict[str, tuple[str, dict]]:
 
 
 def kd_cost(overrides: list[str]) -> dict:
-    """`--kd`: one distillation epoch against a student epoch plus a teacher forward epoch (lib.speed.kd_epoch_cost)."""
-    import kd
-    from lib import speed
+    """`--kd`: one distillation epoch against a student epoch plus a teacher forward epoch
+    (lib_kd.speed_kd.kd_epoch_cost), with kd.py's constants (lib_kd.constants) and `overrides`."""
     from lib.config import load_constants
-    result = speed.kd_epoch_cost(load_constants(vars(kd), overrides))
+    from lib_kd.constants import kd_constants
+    from lib_kd.speed_kd import kd_epoch_cost
+    result = kd_epoch_cost(load_constants(kd_constants(), overrides))
     print(f"one epoch of {result['samples']} samples, batch {result['batch_size']}, {result['precision']}"
           f"{' + channels_last' if result['channels_last'] else ''}, medians of 3 alternated rounds:")
     for name in ("student alone", "teacher forward", "distillation"):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from lib.augmentation import train_augmentation
 from lib.bands import BAND_RANGES, band_range
-from lib.config import DEFAULTS
+from lib.config import resolve_constants
 from lib.dataset import BandPatchDataset
 
 DATA_FORMATS = ("bands", "kompsat5")
@@ -15,10 +15,9 @@ KOMPSAT5_BANDS = ("HH",)
 
 
 def resolve_data_constants(c: dict) -> dict:
-    """`c` completed with the defaults, and what follows from DATA_FORMAT: KOMPSAT-5 scenes have one band, HH."""
-    c = {**DEFAULTS, **c}
-    if c["DATA_FORMAT"] not in DATA_FORMATS:
-        raise SystemExit(f"error: DATA_FORMAT={c['DATA_FORMAT']!r}; expected one of {', '.join(DATA_FORMATS)}")
+    """`c` checked and completed with the defaults (lib.config), and what follows from DATA_FORMAT:
+    KOMPSAT-5 scenes have one band, HH. A value out of its range is a ConfigError."""
+    c = resolve_constants(c)
     if c["DATA_FORMAT"] == "kompsat5":
         return {**c, "TRAIN_BANDS": KOMPSAT5_BANDS, "VAL_BANDS": KOMPSAT5_BANDS}
     return c

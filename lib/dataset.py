@@ -19,7 +19,8 @@ import torch
 from torch.utils.data import Dataset
 
 from lib.bands import normalize
-from lib.errors import ConfigError, DataError
+from lib.config import check_value
+from lib.errors import DataError
 
 IGNORE_INDEX = 255
 PRELOAD_BUDGET_BYTES = 4 * 1024**3  # PRELOAD="auto" keeps the split in memory below this size (as float16)
@@ -153,13 +154,8 @@ def index_split(root: Path | str, split: str, bands: Sequence[str], image_size: 
 
 
 def preload_setting(value: bool | str) -> bool | str:
-    """PRELOAD as True, False or "auto"; a command-line override arrives as a string ("0", "false", ...)."""
-    if isinstance(value, str):
-        lowered = value.strip().lower()
-        if lowered in ("auto", "1", "true", "yes", "on", "0", "false", "no", "off"):
-            return "auto" if lowered == "auto" else lowered in ("1", "true", "yes", "on")
-        raise ConfigError(f"PRELOAD={value!r}: expected auto, true or false")
-    return bool(value)
+    """PRELOAD as True, False or "auto", typed by lib.config (a command-line "0", "false", ... included)."""
+    return check_value("PRELOAD", value)
 
 
 class BandPatchDataset(Dataset):

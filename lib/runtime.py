@@ -10,14 +10,18 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
+from lib.config import check_value
+from lib.errors import ConfigError
+
 
 def resolve_device(name: str = "auto") -> torch.device:
-    if name in (None, "", "auto"):
+    """DEVICE as a torch.device; "auto": CUDA where available, else the CPU (the engine adds the DDP local rank)."""
+    if name in (None, ""):
+        name = "auto"
+    name = check_value("DEVICE", name)  # a device this machine lacks is a ConfigError
+    if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"error: DEVICE={name!r} but CUDA is not available; use DEVICE=cpu or auto")
-    return device
+    return torch.device(name)
 
 
 def cpu_cores() -> int:
@@ -30,9 +34,10 @@ def cpu_cores() -> int:
 def resolve_workers(requested: int | str) -> int:
     """NUM_WORKERS, never above the machine's cores; "auto" keeps one core for the training step."""
     cores = cpu_cores()
-    if requested in ("auto", None):
+    requested = "auto" if requested is None else check_value("NUM_WORKERS", requested)
+    if requested == "auto":
         return min(4, max(0, cores - 1)) if cores > 2 else 0
-    return max(0, min(int(requested), cores))
+    return min(requested, cores)
 
 
 def cpu_flags() -> set[str]:
@@ -56,27 +61,21 @@ def cpu_has_native_bf16() -> bool:
 def resolve_precision(requested: str, device: torch.device) -> str:
     """"fp32", "fp16" or "bf16". "auto": mixed precision on CUDA (bf16 where supported, else fp16), bf16
     autocast on a CPU with native bf16 (AVX512-BF16/AMX: about 2x faster training here), float32 elsewhere."""
-    if requested in ("auto", None):
+    requested = "auto" if requested is None else check_value("PRECISION", requested)
+    if requested == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         return "bf16" if cpu_has_native_bf16() else "fp32"
-    if requested not in ("fp32", "fp16", "bf16"):
-        raise SystemExit(f"error: PRECISION={requested!r}; expected auto, fp32, fp16 or bf16")
     if requested == "fp16" and device.type != "cuda":
-        raise SystemExit("error: PRECISION=fp16 needs CUDA; use bf16 or fp32 on CPU")
+        raise ConfigError("PRECISION='fp16' needs CUDA; use bf16 or fp32 on CPU")
     return requested
 
 
 def resolve_switch(name: str, requested, auto: bool) -> bool:
-    """A speed switch constant (CHANNELS_LAST, COMPILE): "auto" -> `auto`; else a boolean (1/0, true/false)."""
-    if requested in ("auto", None):
-        return auto
-    if isinstance(requested, str):
-        lowered = requested.strip().lower()
-        if lowered not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            raise SystemExit(f"error: {name}={requested!r}; expected auto, 1 or 0")
-        return lowered in ("1", "true", "yes", "on")
-    return bool(requested)
+    """A speed switch constant (CHANNELS_LAST, COMPILE): "auto" -> `auto`; else its boolean. The value is
+    typed by lib.config (text from a caller that did not load constants is checked there too)."""
+    requested = "auto" if requested is None else check_value(name, requested)
+    return auto if requested == "auto" else requested
 
 
 def speed_settings(c: dict, device: torch.device) -> dict:

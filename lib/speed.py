@@ -3,7 +3,8 @@
 Every model is timed in float32 eager (the published behaviour) and in the optimized configurations the
 engine can run (`CONFIGS`: bf16 autocast where the CPU or GPU has it, channels_last, torch.compile), in
 the same process, so the ratios are honest. Training is one full step (forward, Focal Tversky loss,
-backward, AdamW step over the used parameters), as lib/engine.py runs it.
+backward, AdamW step over the used parameters) through lib/step.py's `optimizer_step`, the function
+lib/engine.py trains with. The distillation cost (`benchmark.py --kd`) is measured in lib_kd/speed_kd.py.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from torch import nn
 from lib.loss import FocalTverskyLoss
 from lib.model import used_parameters
 from lib.runtime import autocast
+from lib.step import Optimization, SupervisedObjective, optimizer_step
 
 # name -> (precision, channels_last, compile); "fp32 eager" is the baseline of every ratio
 CONFIGS = {
@@ -151,26 +153,18 @@ def inference_rate(model: nn.Module, config: str, batch: int, image_size: int, d
 
 
 def train_step(model: nn.Module, config: str, batch: int, image_size: int, device: torch.device):
-    """One training step as the engine runs it: forward, Focal Tversky loss, backward, AdamW step."""
+    """One training step as the engine runs it (lib.step.optimizer_step): forward, Focal Tversky loss,
+    backward, AdamW step over the used parameters."""
     model.train()
     trainable = used_parameters(model, image_size)
     net, memory_format, precision = prepare(model, config, device)
-    optimizer = torch.optim.AdamW(trainable, lr=1e-5)
-    loss_fn = FocalTverskyLoss()
+    optimization = Optimization(torch.optim.AdamW(trainable, lr=1e-5),
+                                torch.amp.GradScaler(device.type, enabled=precision == "fp16"), precision)
+    objective = SupervisedObjective(FocalTverskyLoss())
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(batch, 1, image_size, image_size, generator=generator).to(device, memory_format=memory_format)
     targets = (torch.rand(batch, 1, image_size, image_size, generator=generator) < 0.2).to(torch.uint8).to(device)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-
-    def step():
-        with autocast(device, precision):
-            loss = loss_fn(net(images), targets)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-
-    return step
+    return lambda: optimizer_step(net, objective, images, targets, optimization)
 
 
 def train_rate(model: nn.Module, config: str, batch: int, image_size: int, device: torch.device,
@@ -209,61 +203,3 @@ def data_pipeline_rate(dataset, batch: int, workers: int = 0, samples: int = 204
             if done >= samples:
                 break
     return done / (time.perf_counter() - started)
-
-
-def kd_epoch_cost(c: dict, rounds: int = 3) -> dict:
-    """Seconds of one epoch over the training split of `c` (kd.py's constants, teacher's data settings
-    filled in): the student trained alone, the teacher's forward pass alone, and a distillation epoch,
-    alternated `rounds` times in one process (medians), with the engine's precision and memory format."""
-    from lib.data import build_datasets
-    from lib.engine import SupervisedObjective, make_loader, supervised_loss
-    from lib.model import build_model
-    from lib.runtime import resolve_device, seed_everything, speed_settings
-    from lib_kd.model_kd import inherit_teacher_data, load_teacher, student_args
-    from lib_kd.training_kd import DistillationLoss, KDObjective
-
-    c = inherit_teacher_data(c)
-    device = resolve_device(c["DEVICE"])
-    settings = speed_settings(c, device)
-    memory_format = torch.channels_last if settings["channels_last"] else torch.contiguous_format
-    seed_everything(c["SEED"])
-    train_set, _ = build_datasets(c, log=lambda *a: None)
-    loader = make_loader(train_set, c, True, device, torch.Generator().manual_seed(0))
-    teacher = load_teacher(c["TEACHER_CHECKPOINT"], c)
-    student = build_model(c["STUDENT"], student_args(c)).to(device, memory_format=memory_format).train()
-    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-5)
-    supervised = supervised_loss(c).to(device)
-    objectives = {"student alone": SupervisedObjective(supervised),
-                  "distillation": KDObjective(teacher, DistillationLoss(supervised, c["KD_TEMPERATURE"],
-                                                                        c["KD_ALPHA"], c["KD_BETA"]))}
-    objectives["distillation"].to(device, memory_format)
-
-    def train_epoch(objective):
-        for images, targets, _ in loader:
-            images = images.to(device, memory_format=memory_format)
-            with autocast(device, settings["precision"]):
-                loss, _ = objective(student, images, targets.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-    @torch.no_grad()
-    def teacher_epoch():
-        for images, _, _ in loader:
-            with autocast(device, settings["precision"]):
-                teacher.model(images.to(device, memory_format=memory_format))
-
-    phases = {"student alone": lambda: train_epoch(objectives["student alone"]), "teacher forward": teacher_epoch,
-              "distillation": lambda: train_epoch(objectives["distillation"])}
-    for phase in phases.values():  # warm-up
-        phase()
-    seconds = {name: [] for name in phases}
-    for _ in range(rounds):
-        for name, phase in phases.items():
-            started = time.perf_counter()
-            phase()
-            sync(device)
-            seconds[name].append(time.perf_counter() - started)
-    result = {name: statistics.median(times) for name, times in seconds.items()}
-    result["ratio"] = result["distillation"] / (result["student alone"] + result["teacher forward"])
-    return {**result, "samples": len(train_set), "batch_size": c["BATCH_SIZE"], **settings}

@@ -17,7 +17,7 @@ from pathlib import Path
 from torch import nn
 
 from lib.checkpoint import CheckpointError, load_model, plain, read_checkpoint
-from lib.config import DEFAULTS
+from lib.config import DEFAULTS, check_value
 from lib.data import data_settings
 from lib.model import MODELS, parameter_counts
 
@@ -37,23 +37,13 @@ class TeacherError(CheckpointError):
 
 def student_args(c: dict) -> dict:
     """Keyword arguments of the student c["STUDENT"] built from the constants `c`."""
-    name = c["STUDENT"]
-    if name not in MODELS:
-        raise SystemExit(f"error: STUDENT={name!r} is not an architecture of lib.model; "
-                         f"available: {', '.join(MODELS)}")
+    name = check_value("STUDENT", c["STUDENT"])  # an unknown architecture is a ConfigError listing the available
     if name == "PSPMixer":
         args = {"image_size": int(c["IMAGE_SIZE"]), **{arg: c[const] for arg, const in PSPMIXER_CONSTANTS.items()}}
     else:
         args = {"image_size": int(c["IMAGE_SIZE"])} if "image_size" in constructor_defaults(name) else {}
-    extra = c.get("STUDENT_ARGS")
-    if isinstance(extra, str):  # a command-line override of a None default arrives as text
-        try:
-            extra = ast.literal_eval(extra)
-        except (ValueError, SyntaxError):
-            extra = None
-    if extra is not None and not isinstance(extra, dict):
-        raise SystemExit(f"error: STUDENT_ARGS={c.get('STUDENT_ARGS')!r}: expected None or a dict of keyword "
-                         f"arguments of {name}, e.g. STUDENT_ARGS=\"{{'width': 8}}\"")
+    # typed by lib.config: command-line text becomes a dict, and a malformed one is refused, never dropped
+    extra = check_value("STUDENT_ARGS", c.get("STUDENT_ARGS"))
     args.update(extra or {})
     return args
 
@@ -164,9 +154,9 @@ def inherit_teacher_data(c: dict) -> dict:
     for name in missing:
         value = teacher_data.get(INHERITED_DATA[name], DEFAULTS[name])
         c[name] = int(value) if name == "IMAGE_SIZE" else tuple(value)
-    for name in ("TRAIN_BANDS", "VAL_BANDS"):  # an override of a None default arrives as text: "VV,VH"
+    for name in ("TRAIN_BANDS", "VAL_BANDS"):  # text from a caller that did not load constants: "VV,VH"
         if isinstance(c[name], str):
-            c[name] = tuple(band.strip() for band in c[name].split(",") if band.strip())
+            c[name] = check_value(name, c[name])
     return c
 
 

@@ -29,12 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from lib.checkpoint import CheckpointError, load_state
+from lib.config import check_constants
+from lib.errors import ConfigError
 from lib.data import resolve_data_constants
 from lib.dataset import IGNORE_INDEX
 from lib.engine import evaluate, supervised_loss, train
-from lib.errors import ConfigError
 from lib.model import build_model
-from lib_kd.model_kd import (Teacher, TeacherError, full_args, inherit_teacher_data, load_teacher, student_args,
+from lib_kd.model_kd import (Teacher, full_args, inherit_teacher_data, load_teacher, student_args,
                              train_command, train_script)
 from lib.cost import model_cost
 from lib_kd.features import FeatureTap, default_layer, probe, unwrap
@@ -277,24 +278,21 @@ def distill(constants: dict, table: bool = True) -> dict:
     """Train c["STUDENT"] against the teacher of c["TEACHER_CHECKPOINT"]; returns the engine's summary.
     With `table`, prints the comparison table at the end (COST_TABLE: with GFLOPs and CPU latency)."""
     c = {**constants, "OUTPUT_DIR": resolve_output_dir(constants)}
-    try:
-        c = inherit_teacher_data(c)
-    except CheckpointError as error:
-        raise SystemExit(f"error: {error}") from None
+    # a teacher file that cannot be read is a CheckpointError; the inherited values are checked as well
+    # (PATCH must divide the teacher's IMAGE_SIZE)
+    c = check_constants(inherit_teacher_data(c))
     name, args = c["STUDENT"], student_args(c)
     try:
         build_model(name, args)  # fail before the teacher and the data are loaded
     except (TypeError, ValueError) as error:
-        raise SystemExit(f"error: cannot build student {name} with {args}: {error}") from None
+        raise ConfigError(f"STUDENT={name!r} cannot be built with {args} (from STUDENT_ARGS and the student "
+                          f"constants): {error}") from None
     try:
         loss = DistillationLoss(supervised_loss(c), c["KD_TEMPERATURE"], c["KD_ALPHA"], c["KD_BETA"])
     except ValueError as error:
-        raise SystemExit(f"error: {error}") from None
+        raise ConfigError(str(error)) from None
     methods = KDMethods.from_constants(c)
-    try:
-        teacher = load_teacher(c["TEACHER_CHECKPOINT"], c)
-    except (TeacherError, CheckpointError) as error:
-        raise SystemExit(f"error: {error}") from None
+    teacher = load_teacher(c["TEACHER_CHECKPOINT"], c)  # TeacherError / CheckpointError name the file
     check_resumed_teacher(c, teacher)
     features = None
     if methods.needs_features:
@@ -357,7 +355,7 @@ def check_resumed_teacher(c: dict, teacher: Teacher) -> None:
         return
     recorded = json.loads(previous.read_text()).get("teacher_sha256")
     if recorded and recorded != teacher.sha256:
-        raise SystemExit(f"error: RESUME=1 but {teacher.path} is not the teacher this run started with "
+        raise CheckpointError(f"RESUME=1 but {teacher.path} is not the teacher this run started with "
                          f"(sha256 {teacher.sha256[:12]}... vs {recorded[:12]}... in {previous})")
 
 

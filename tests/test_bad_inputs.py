@@ -1,6 +1,6 @@
 """The bad-input catalogue (issue 6): every bad input a user can hand the training scripts, and what happens.
 
-Each case ends in one of three documented outcomes (docs/bad_inputs_section.md):
+Each case ends in one of three documented outcomes (docs/bad-inputs.md):
 
 * an error: exit code 1 and one line `error: <file>: <what is wrong>` on stderr, never a traceback,
   also when the file is read inside a DataLoader worker;
@@ -420,6 +420,21 @@ def case_kompsat5_tiff_that_is_not_a_tiff(tmp: Path, tiny: Path):
              "VAL_LIST=train_full/val.txt", "NUM_WORKERS=0"], [f"{victim}: "])
 
 
+@script_case
+def case_constant_out_of_range(tmp: Path, tiny: Path):
+    # refused when the constants are loaded, before any data is read or OUTPUT_DIR is made
+    return [f"DATA_ROOT={tiny}", "BATCH_SIZE=0"], ["BATCH_SIZE='0': expected an integer >= 1"]
+
+
+@script_case
+def case_constant_none_where_it_means_nothing(tmp: Path, tiny: Path):
+    return [f"DATA_ROOT={tiny}", "IMAGE_SIZE=None"], ["IMAGE_SIZE=None: expected an integer >= 8"]
+
+
+@script_case
+def case_band_without_normalization_range(tmp: Path, tiny: Path):
+    return [f"DATA_ROOT={tiny}", "VAL_BANDS=VV,XX"], ["VAL_BANDS='VV,XX'", "normalization range", "BAND_RANGES"]
+
 def run_case(case: str, tmp: Path, tiny: Path):
     setup = SCRIPT_CASES[case](tmp, tiny)
     if isinstance(setup, str):
@@ -456,5 +471,7 @@ def test_train_script_fails_with_one_clean_line_naming_the_problem(script_runs, 
     assert len(errors) == 1, report
     for fragment in fragments:
         assert fragment in errors[0], report
+    if case.startswith(("constant_", "band_without")):
+        assert "data " not in result.stdout, report  # refused before the datasets were built
     if case == "file_truncated_after_indexing_read_in_a_worker":
         assert "train: 8 patches" in result.stdout, report  # the file passed the check at start

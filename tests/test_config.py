@@ -1,5 +1,7 @@
 import pytest
 
+from lib.cli import run
+
 from lib.config import ConfigError, apply_overrides, load_constants, script_constants
 
 CONSTANTS = dict(EPOCHS=40, LR=5e-4, RESUME=False, DATA_ROOT="02_kfold", TRAIN_BANDS=("VV", "VH"),
@@ -26,9 +28,13 @@ def test_wrong_type_is_a_clear_error():
         apply_overrides(CONSTANTS, ["EPOCHS"])
 
 
-def test_load_constants_exits_with_message():
-    with pytest.raises(SystemExit, match="error: unknown constant"):
+def test_load_constants_exits_with_message(capsys):
+    # library code raises the typed error; lib.cli.run turns it into one `error:` line and exit status 1
+    with pytest.raises(ConfigError, match="unknown constant"):
         load_constants(CONSTANTS, ["NOPE=1"])
+    with pytest.raises(SystemExit) as exit_info:
+        run(lambda: load_constants(CONSTANTS, ["NOPE=1"]))
+    assert exit_info.value.code == 1 and capsys.readouterr().err.startswith("error: unknown constant 'NOPE'")
 
 
 def test_script_constants_keep_only_upper_case_plain_values():

@@ -1,4 +1,4 @@
-"""torchrun: two CPU processes with gloo give the metrics of a single-process evaluation of the checkpoint."""
+"""torchrun: two CPU processes with gloo give the metrics and the loss of a single-process evaluation of the checkpoint."""
 import json
 import subprocess
 import sys
@@ -30,3 +30,9 @@ def test_torchrun_two_processes_matches_single_process_evaluation(tiny_data, tmp
     val_loss, metrics = evaluate(model, loader, supervised_loss(c), ("VV", "VH"), torch.device("cpu"))
     for key in ("iou_VV", "iou_VH", "iou", "f1_VV", "precision_VH", "accuracy_VV"):
         assert summary[f"val_{key}"] == pytest.approx(metrics[key], abs=1e-9), key
+    # the loss too: per item, summed over both processes (3 items in shards of 2 + 1, batches of 2 vs 3),
+    # in the run's precision and memory format
+    if summary["channels_last"]:
+        model.to(memory_format=torch.channels_last)
+    val_loss, _ = evaluate(model, loader, supervised_loss(c), ("VV", "VH"), torch.device("cpu"), summary["precision"])
+    assert summary["val_loss"] == pytest.approx(val_loss, abs=1e-5)

@@ -8,6 +8,7 @@ import torch
 from conftest import REAL_DATA, tiny_constants
 from lib.checkpoint import load_model, read_checkpoint
 from lib.engine import train
+from lib.errors import CheckpointError
 from lib.runtime import cpu_has_native_bf16
 
 
@@ -66,7 +67,7 @@ def test_resume_continues_at_the_next_epoch(tiny_data, tmp_path):
 
 
 def test_resume_without_last_checkpoint_is_an_error(tiny_data, tmp_path):
-    with pytest.raises(SystemExit, match="RESUME=1 but .*last.pt does not exist"):
+    with pytest.raises(CheckpointError, match="RESUME=1 but .*last.pt does not exist"):
         train(tiny_constants(tiny_data, tmp_path / "none", RESUME=True), "MLP_256", {})
 
 
@@ -115,3 +116,69 @@ def test_rgb_encoder_weights_are_summed_into_the_single_input_channel(tmp_path):
     model = build_model("PSPNet")
     assert load_encoder_weights(model, str(tmp_path / "rgb.pt")) == str(tmp_path / "rgb.pt")
     assert torch.equal(model.encoder.state_dict()["features.0.0.weight"], rgb["features.0.0.weight"].sum(1, keepdim=True))
+
+
+def test_one_optimizer_step_warms_up_linearly_then_keeps_the_lr():
+    from lib.step import Optimization, SupervisedObjective, optimizer_step
+    from lib.loss import FocalTverskyLoss
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(1, 1, 3, padding=1)
+    optimization = Optimization(torch.optim.AdamW(model.parameters(), lr=1.0), torch.amp.GradScaler("cpu", enabled=False),
+                                "fp32", lr=0.4, warmup_steps=4)
+    images, targets = torch.rand(2, 1, 8, 8), (torch.rand(2, 1, 8, 8) > 0.5).to(torch.uint8)
+    before = model.weight.detach().clone()
+    lrs = []
+    for step in range(6):
+        loss, extras = optimizer_step(model, SupervisedObjective(FocalTverskyLoss()), images, targets, optimization, step)
+        lrs.append(optimization.optimizer.param_groups[0]["lr"])
+    assert lrs == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4, 0.4]) and extras == {} and loss.requires_grad
+    assert not torch.equal(model.weight, before)  # the step was taken
+
+
+def test_training_the_speed_benchmark_and_the_kd_cost_share_the_one_step(monkeypatch, tiny_data, tmp_path):
+    """lib.step.optimizer_step is the step of the engine, of lib.speed.train_step and of lib_kd's cost measurement."""
+    import lib.engine
+    import lib.model
+    import lib.speed
+    import lib.step
+    import lib_kd.speed_kd
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return lib.step.optimizer_step(*args, **kwargs)
+
+    for module in (lib.engine, lib.speed, lib_kd.speed_kd):
+        monkeypatch.setattr(module, "optimizer_step", counted)
+    train(tiny_constants(tiny_data, tmp_path / "run"), "MLP_256", {"widths": [4]})
+    assert len(calls) == 2  # 8 patches, batch 4
+    lib.speed.train_step(lib.model.build_model("MLP_256", {"widths": [4]}), "fp32 eager", 2, 64, torch.device("cpu"))()
+    assert len(calls) == 3
+    conv = torch.nn.Conv2d(1, 1, 1)
+    batches = [(torch.rand(2, 1, 8, 8), torch.zeros(2, 1, 8, 8, dtype=torch.uint8), None)]
+    optimization = lib.step.Optimization(torch.optim.SGD(conv.parameters(), lr=0.1), torch.amp.GradScaler("cpu", enabled=False))
+    objective = lib.step.SupervisedObjective(lib.engine.supervised_loss({}))
+    lib_kd.speed_kd.train_epoch(conv, objective, batches, optimization, torch.contiguous_format)
+    assert len(calls) == 4
+
+
+def test_imports_point_down():
+    """lib never imports lib_kd, and no module (lib, lib_kd, tools, scripts) imports a top-level script."""
+    import ast
+    from conftest import ROOT
+    scripts = {path.stem for path in ROOT.glob("*.py")}
+    wrong = []
+    for path in [*ROOT.glob("*.py"), *ROOT.glob("lib/**/*.py"), *ROOT.glob("lib_kd/**/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                in_lib = path.relative_to(ROOT).parts[0] == "lib"
+                if top in scripts or (in_lib and top == "lib_kd"):
+                    wrong.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not wrong, wrong

@@ -9,6 +9,7 @@ import torch
 from conftest import TINY_SIZE, tiny_constants
 from lib.checkpoint import load_model, read_checkpoint
 from lib.engine import SupervisedObjective, supervised_loss, train
+from lib.errors import ConfigError
 from lib.loss import FocalTverskyLoss
 from lib.runtime import autocast
 from lib_kd.model_kd import TeacherError, full_args, inherit_teacher_data, load_teacher, student_args
@@ -139,7 +140,7 @@ def test_teacher_is_bit_identical_after_a_kd_epoch(tiny_pspnet, tiny_data, tmp_p
 
 
 def test_missing_teacher_says_how_to_train_it(tiny_data, tmp_path):
-    with pytest.raises(SystemExit, match="python train_pspnet.py"):
+    with pytest.raises(TeacherError, match="python train_pspnet.py"):
         distill(kd_constants(tiny_data, tmp_path, tmp_path / "nowhere" / "best.pt"))
 
 
@@ -156,7 +157,7 @@ def test_mismatched_teacher_is_a_clear_error(tiny_pspnet, tiny_data, tmp_path, o
     assert key in message and "teacher" in message and "student" in message
     if theirs:
         assert f"teacher {theirs} vs student {ours}" in message
-    with pytest.raises(SystemExit, match=key):
+    with pytest.raises(TeacherError, match=key):
         distill(c)
 
 
@@ -183,7 +184,7 @@ def test_any_architecture_is_a_student():
     assert student_args(c) == {"width": 4}
     assert full_args("UnetLight", student_args({**c, "STUDENT_ARGS": None})) == full_args("UnetLight", {"width": 16})
     assert student_args({"STUDENT": "MLP_256", "IMAGE_SIZE": 64, "STUDENT_ARGS": None}) == {}
-    with pytest.raises(SystemExit, match="available"):
+    with pytest.raises(ConfigError, match="available"):
         student_args({"STUDENT": "NoSuchNet", "IMAGE_SIZE": 64})
 
 

@@ -11,6 +11,7 @@ from lib.architectures.psp_mixer import BilinearUpsample
 from lib.engine import train
 from lib.model import build_model
 from lib.runtime import autocast, speed_settings
+from lib.errors import ConfigError
 
 CPU = torch.device("cpu")
 TINY_MODELS = {"Unet": {}, "PSPNet": {}, "MLP_256": {}, "UnetLight": {},
@@ -25,7 +26,7 @@ def test_auto_settings_and_switching_each_off(monkeypatch):
     off = speed_settings({"PRECISION": "fp32", "CHANNELS_LAST": "0", "COMPILE": False}, CPU)
     assert off == {"precision": "fp32", "channels_last": False, "compile": False}
     assert speed_settings({"CHANNELS_LAST": 0, "COMPILE": "1"}, CPU)["compile"] is True
-    with pytest.raises(SystemExit, match="COMPILE"):
+    with pytest.raises(ConfigError, match="COMPILE"):
         speed_settings({"COMPILE": "maybe"}, CPU)
 
 
@@ -116,3 +117,15 @@ def test_kd_cost_times_student_teacher_and_distillation(tiny_pspnet, tiny_data):
     assert result["ratio"] == pytest.approx(
         result["distillation"] / (result["student alone"] + result["teacher forward"]))
     assert result["samples"] == 8  # the tiny training split, its own data settings taken from the teacher
+
+
+def test_kd_defaults_of_lib_kd_are_kd_py_constants():
+    """benchmark.py --kd reads kd.py's constants from lib_kd (a tool never imports a script): the two agree."""
+    import kd
+    from lib.config import script_constants
+    from lib_kd.constants import kd_constants
+    script, library = script_constants(vars(kd)), kd_constants()
+    differing = {name: (script.get(name, "missing"), library.get(name, "missing"))
+                 for name in {*script, *library} if script.get(name, "missing") != library.get(name, "missing")}
+    assert not differing, f"kd.py vs lib_kd/constants.py: {differing}"
+    assert list(script) == list(library)  # and in the same order (the --help listing)

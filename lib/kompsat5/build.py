@@ -2,8 +2,8 @@
 a checkpoint records (lib.data calls both when DATA_FORMAT="kompsat5")."""
 from __future__ import annotations
 
-from lib.errors import ConfigError
-from lib.kompsat5.dataset import TRAIN_CROPS, Kompsat5Dataset
+from lib.config import check_value
+from lib.kompsat5.dataset import Kompsat5Dataset
 from lib.kompsat5.io import MASK_LAND, MASK_WATER, NODATA_DN
 
 
@@ -18,12 +18,9 @@ def build_kompsat5_datasets(c: dict):
     """(train, val) datasets of the KOMPSAT-5 layout for the constants `c`."""
     from lib.augmentation import train_augmentation  # imports lib.dataset, as this module does
 
-    crop = c.get("K5_TRAIN_CROP", "random")
-    if crop not in TRAIN_CROPS:
-        raise ConfigError(f"K5_TRAIN_CROP={crop!r}; expected one of {', '.join(TRAIN_CROPS)}")
-    crops = c.get("K5_CROPS_PER_SCENE", 16)
-    if not isinstance(crops, int) or crops < 1:
-        raise ConfigError(f"K5_CROPS_PER_SCENE={crops!r}; expected a positive integer")
+    # typed and ranged by the constants table (lib/config.py), as load_constants checks them
+    crop = check_value("K5_TRAIN_CROP", c.get("K5_TRAIN_CROP", "random"))
+    crops = check_value("K5_CROPS_PER_SCENE", c.get("K5_CROPS_PER_SCENE", 16))
     common = dict(image_size=c["IMAGE_SIZE"], preload=c["PRELOAD"], calibration_db=float(c.get("CALIBRATION_DB", 0.0)))
     transform = train_augmentation(c["SEED"]) if c["AUGMENT"] else None
     train_set = Kompsat5Dataset(c["DATA_ROOT"], c["TRAIN_LIST"], train=True, crop=crop, crops_per_scene=crops,
