@@ -93,7 +93,7 @@ def kd_cost(overrides: list[str]) -> dict:
 # --------------------------------------------------------------------------------------- command line
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     parser.add_argument("--models", nargs="+", help=f"labels to benchmark (default all: {', '.join(configurations())})")

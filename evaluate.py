@@ -48,7 +48,7 @@ NAMES = {"iou": "IoU", "f1": "F1", "precision": "P", "recall": "R", "accuracy": 
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     parser.add_argument("checkpoints", nargs="+", type=Path, help="best.pt / last.pt files, or .onnx files of export_onnx.py")

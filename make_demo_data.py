@@ -21,7 +21,8 @@ SIZE = 256
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=OUTPUT_DIR, help="dataset root (default: %(default)s)")
     parser.add_argument("--train", type=int, default=N_TRAIN, help="training patches (default: %(default)s)")
     parser.add_argument("--val", type=int, default=N_VAL, help="validation patches (default: %(default)s)")

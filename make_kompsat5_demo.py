@@ -22,7 +22,8 @@ SEED = 0
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=OUTPUT_DIR, help="dataset root, i.e. DATA_ROOT (default: %(default)s)")
     parser.add_argument("--train", type=int, default=N_TRAIN, help="training scenes (default: %(default)s)")
     parser.add_argument("--val", type=int, default=N_VAL, help="validation scenes (default: %(default)s)")

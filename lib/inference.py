@@ -1,6 +1,8 @@
 """Whole-scene inference: tiled, overlapping, blended, in bounded memory.
 
     summary = predict_file(model, checkpoint["data"], "scene.tif", "mask.tif")
+    summary = predict_file(model, checkpoint["data"], "s1.tif", "mask.tif", band="VV,VH", raster_band=[1, 2],
+                           tta="d4")
 
 The engine (`predict_tiled`) walks a scene of any size in horizontal strips of one tile row. Each strip
 is read from a *reader*, normalized as in training (lib/bands.py), cut into overlapping tiles (the last
@@ -11,11 +13,19 @@ neighbouring tiles fade into each other without seams. Rows that no later tile t
 handed to a *sink*; only one strip of accumulators (tile x width) is ever held, so memory does not grow
 with the scene's height (a 20000 x 20000 scene needs a few hundred MiB).
 
-Readers: `ArrayReader` (a numpy array or memory-mapped .npy), `RasterReader` (one band of a rasterio
-dataset, read by windows). Sinks: `MaskSink` (thresholded uint8 mask 1 water / 0 not water / 255 no-data
-and optionally float32 probabilities) over writers `ArrayWriter` / `RasterWriter` (rasterio windows,
-whole block rows at a time). Models whose token MLP ties them to one input size (PSPMixer) need
-tile == the checkpoint's image_size; every other model takes any tile its strides divide.
+Readers: `ArrayReader` (a numpy array or memory-mapped .npy), `RasterReader` (bands of a rasterio
+dataset or WarpedVRT, read by windows), `StackReader` (one file per band). Sinks: `MaskSink` (thresholded
+uint8 mask 1 water / 0 not water / 255 no-data and optionally float32 probabilities) over writers
+`ArrayWriter` / `RasterWriter` (rasterio windows, whole block rows at a time); the flood products'
+sinks are in lib/mapping/.
+
+Several bands (VV and VH of a band-agnostic model): the model runs on each band and the blended
+probabilities are fused per pixel (`fuse_bands`: mean of the bands with data there, or max). Test-time
+augmentation (`tta` "flip": 4 views, "d4": 8): every tile is also run flipped / rotated, mapped back and
+averaged; the spread over views and bands is the per-pixel uncertainty.
+
+Models whose token MLP ties them to one input size (PSPMixer) need tile == the checkpoint's
+image_size; every other model takes any tile its strides divide.
 
 Input units: dB (default), linear power (10*log10 first) or KOMPSAT-5 amplitude DN (20*log10(DN) +
 calibration, the default for kompsat5 checkpoints). On CPU, `lib.runtime.keep_freed_memory()` (predict.py calls it)
@@ -84,42 +94,80 @@ class Reader(Protocol):
     width: int
 
     def read(self, row0: int, row1: int) -> np.ndarray:
-        """Rows [row0, row1) as float32 raw values; no-data pixels as NaN."""
+        """Rows [row0, row1) as float32 raw values, [rows, width] or [bands, rows, width]; no-data as NaN."""
+
+
+def band_list(bands) -> tuple[list[int], bool]:
+    """(1-based band numbers, whether one band was asked for as a plain int)."""
+    if isinstance(bands, (int, np.integer)):
+        return [int(bands)], True
+    return [int(b) for b in bands], False
 
 
 class ArrayReader:
-    """A 2-D numpy array (or a memory map of a .npy file, read a strip at a time)."""
+    """A 2-D numpy array, or bands of a [bands, height, width] one (memory maps of .npy files are read a
+    strip at a time). `band` (1-based, an int or a list) picks bands of a 3-D array."""
 
-    def __init__(self, array: np.ndarray, nodata: float | None = None):
-        if array.ndim != 2:
-            raise InferenceError(f"expected a single-band 2-D array, got shape {tuple(array.shape)}")
+    def __init__(self, array: np.ndarray, nodata: float | None = None, band=1):
+        if array.ndim not in (2, 3):
+            raise InferenceError(f"expected a 2-D array or a [bands, height, width] one, "
+                                 f"got shape {tuple(array.shape)}")
+        self.bands, self.single = band_list(band)
+        count = 1 if array.ndim == 2 else array.shape[0]
+        if any(not 1 <= b <= count for b in self.bands):
+            raise InferenceError(f"band {','.join(map(str, self.bands))} requested, the array has {count}")
         self.array, self.nodata = array, nodata
-        self.height, self.width = array.shape
+        self.height, self.width = array.shape[-2:]
+
+    def _band(self, band: int, row0: int, row1: int) -> np.ndarray:
+        raw = self.array[row0:row1] if self.array.ndim == 2 else self.array[band - 1, row0:row1]
+        rows = np.array(raw, dtype=np.float32)
+        if self.nodata is not None and np.isfinite(self.nodata):
+            rows[raw == self.nodata] = np.nan
+        return rows
 
     def read(self, row0: int, row1: int) -> np.ndarray:
-        rows = np.array(self.array[row0:row1], dtype=np.float32)
-        if self.nodata is not None and np.isfinite(self.nodata):
-            rows[self.array[row0:row1] == self.nodata] = np.nan
-        return rows
+        stack = [self._band(b, row0, row1) for b in self.bands]
+        return stack[0] if self.single else np.stack(stack)
 
 
 class RasterReader:
-    """One band of an open rasterio dataset, read by windows; the dataset's nodata value becomes NaN."""
+    """Bands of an open rasterio dataset (or WarpedVRT), read by windows; the nodata value becomes NaN.
+    `band` is 1-based, an int (reads [rows, width]) or a list (reads [bands, rows, width])."""
 
-    def __init__(self, dataset, band: int = 1):
-        if not 1 <= band <= dataset.count:
-            raise InferenceError(f"{dataset.name}: band {band} requested, the raster has {dataset.count}")
-        self.dataset, self.band = dataset, band
+    def __init__(self, dataset, band=1):
+        self.bands, self.single = band_list(band)
+        for b in self.bands:
+            if not 1 <= b <= dataset.count:
+                raise InferenceError(f"{dataset.name}: band {b} requested, the raster has {dataset.count}")
+        self.dataset, self.band = dataset, self.bands[0]
         self.height, self.width = dataset.height, dataset.width
-        self.nodata = dataset.nodatavals[band - 1]
+        self.nodata = dataset.nodatavals[self.band - 1]
 
     def read(self, row0: int, row1: int) -> np.ndarray:
         from rasterio.windows import Window
-        raw = self.dataset.read(self.band, window=Window(0, row0, self.width, row1 - row0))
+        raw = self.dataset.read(self.bands, window=Window(0, row0, self.width, row1 - row0))
         rows = raw.astype(np.float32, copy=True)
-        if self.nodata is not None and not np.isnan(self.nodata):
-            rows[raw == self.nodata] = np.nan
-        return rows
+        for index, band in enumerate(self.bands):
+            nodata = self.dataset.nodatavals[band - 1]
+            if nodata is not None and not np.isnan(nodata):
+                rows[index][raw[index] == nodata] = np.nan
+        return rows[0] if self.single else rows
+
+
+class StackReader:
+    """Several single-band readers of one grid (a scene's polarisations in separate files) as one
+    [bands, rows, width] reader."""
+
+    def __init__(self, readers: list):
+        shapes = {(r.height, r.width) for r in readers}
+        if len(shapes) != 1:
+            raise InferenceError(f"the band files differ in size: {sorted(shapes)}; they must share one grid")
+        self.readers = readers
+        self.height, self.width = readers[0].height, readers[0].width
+
+    def read(self, row0: int, row1: int) -> np.ndarray:
+        return np.stack([r.read(row0, row1) for r in self.readers])
 
 
 UNITS = ("db", "linear", "amplitude")
@@ -203,8 +251,9 @@ class RasterWriter:
 
 
 class Sink(Protocol):
-    def write(self, row0: int, probability: np.ndarray, invalid: np.ndarray) -> None:
-        """Finished rows: blended water probability (float32) and the input's no-data mask."""
+    def write(self, row0: int, probability: np.ndarray, invalid: np.ndarray, **extra) -> None:
+        """Finished rows: blended water probability (float32) and the input's no-data mask (and the
+        `uncertainty` std when predict_tiled is asked for it)."""
 
 
 class MaskSink:
@@ -215,7 +264,7 @@ class MaskSink:
         self.mask, self.probability, self.threshold = mask, probability, threshold
         self.water = self.valid = 0
 
-    def write(self, row0: int, probability: np.ndarray, invalid: np.ndarray) -> None:
+    def write(self, row0: int, probability: np.ndarray, invalid: np.ndarray, **extra) -> None:
         mask = (probability >= self.threshold).astype(np.uint8)
         mask[invalid] = NODATA
         self.water += int((mask == 1).sum())
@@ -248,101 +297,187 @@ def check_tile(model: nn.Module, tile: int, device: torch.device) -> None:
                              f"expected one logit channel at the input size")
 
 
+TTA = ("none", "flip", "d4")
+FUSE = ("mean", "max")
+
+
+def tta_views(tta: str) -> list[tuple[int, tuple[int, ...]]]:
+    """Views of a square tile as (quarter turns, flipped dims): none 1, flip 4 (identity, left-right,
+    up-down, both), d4 8 (the four rotations, each also mirrored)."""
+    if tta not in TTA:
+        raise InferenceError(f"--tta must be one of {', '.join(TTA)}, got {tta!r}")
+    if tta == "none":
+        return [(0, ())]
+    if tta == "flip":
+        return [(0, ()), (0, (3,)), (0, (2,)), (0, (2, 3))]
+    return [(k, flip) for k in range(4) for flip in ((), (3,))]
+
+
+def view_forward(x: torch.Tensor, view: tuple) -> torch.Tensor:
+    turns, dims = view
+    x = torch.flip(x, dims) if dims else x
+    return torch.rot90(x, turns, (2, 3)) if turns else x
+
+
+def view_inverse(y: torch.Tensor, view: tuple) -> torch.Tensor:
+    turns, dims = view
+    y = torch.rot90(y, -turns, (2, 3)) if turns else y
+    return torch.flip(y, dims) if dims else y
+
+
+def fuse_bands(probability: np.ndarray, variance: np.ndarray | None, invalid: np.ndarray, fuse: str = "mean"):
+    """[bands, rows, width] blended probabilities (and TTA variances) of one scene -> (fused probability,
+    invalid, std). Bands with no data at a pixel take no part there (a blank band leaves the other);
+    a pixel is invalid only where every band is. std: over every TTA view of every valid band (the
+    within-band variance plus the spread of the band means), 0 with one band and no TTA."""
+    valid = ~invalid
+    count = valid.sum(axis=0)
+    fused_invalid = count == 0
+    share = np.where(valid, 1.0 / np.maximum(count, 1), 0.0).astype(np.float32)
+    mean = (probability * share).sum(axis=0)
+    if fuse == "max":
+        fused = np.where(valid, probability, 0.0).max(axis=0)
+    else:
+        fused = mean
+    spread = (((probability - mean) ** 2 + (0.0 if variance is None else variance)) * share).sum(axis=0)
+    std = np.sqrt(spread)
+    return fused.astype(np.float32), fused_invalid, std.astype(np.float32)
+
+
 @torch.inference_mode()
-def predict_tiled(model: nn.Module, reader: Reader, sink: Sink, preprocess: Callable, *, tile: int = 256,
+def predict_tiled(model: nn.Module, reader: Reader, sink: Sink, preprocess: Callable | list, *, tile: int = 256,
                   overlap: int = 64, batch_size: int = 8, device: str | torch.device = "cpu",
-                  progress: bool = True, precision: str = "fp32") -> dict:
+                  progress: bool = True, precision: str = "fp32", tta: str = "none", fuse: str = "mean",
+                  uncertainty: bool = False) -> dict:
     """Run `model` over the whole scene of `reader`, tile by tile, and hand finished rows to `sink`
-    top to bottom. precision: "fp32", or "bf16"/"fp16" autocast (lib.runtime.autocast); the blending
-    is float32 either way. Returns {height, width, tiles, seconds}."""
+    top to bottom. A reader of several bands (polarisations) runs the model on each band, with that
+    band's `preprocess` (a list, one per band), and fuses their probabilities (`fuse`: mean or max).
+    tta: "none", "flip" or "d4": probabilities averaged over the views of each tile. uncertainty: also
+    hand the sink the per-pixel std across the views and bands (`sink.write(..., uncertainty=std)`).
+    precision: "fp32", or "bf16"/"fp16" autocast (lib.runtime.autocast); the blending is float32 either
+    way. Returns {height, width, tiles, seconds}."""
     device = torch.device(device)
     height, width = reader.height, reader.width
     if height < 1 or width < 1:
         raise InferenceError(f"empty scene ({height} x {width})")
+    if batch_size < 1:
+        raise InferenceError(f"batch size must be at least 1, got {batch_size}")
+    if fuse not in FUSE:
+        raise InferenceError(f"--fuse must be one of {', '.join(FUSE)}, got {fuse!r}")
+    views = tta_views(tta)
     check_tile(model, tile, device)
+    preprocessors = preprocess if isinstance(preprocess, (list, tuple)) else [preprocess]
+    n_bands = len(preprocessors)
     rows, cols = tile_origins(height, tile, overlap), tile_origins(width, tile, overlap)
     window = blend_window(tile, overlap)
     strip_width = max(width, tile)
-    probability_sum = np.zeros((tile, width), np.float32)  # rows [origin, origin + tile) of the scene
+    probability_sum = np.zeros((n_bands, tile, width), np.float32)  # rows [origin, origin + tile) of the scene
+    variance_sum = np.zeros((n_bands, tile, width), np.float32) if uncertainty and len(views) > 1 else None
     weight_sum = np.zeros((tile, width), np.float32)
+    cols_per_batch = max(1, batch_size // n_bands)
     started = time.perf_counter()
     bar = tqdm(total=len(rows) * len(cols), desc="tiles", unit="tile", disable=None if progress else True,
                mininterval=1.0, smoothing=0.1)
     for index, row0 in enumerate(rows):
         row1 = min(row0 + tile, height)
-        image, invalid = preprocess(reader.read(row0, row1))
-        strip = pad_to(image, tile, strip_width)
+        raw = reader.read(row0, row1)
+        raw = raw[None] if raw.ndim == 2 else raw
+        if len(raw) != n_bands:
+            raise InferenceError(f"the reader gives {len(raw)} bands, {n_bands} preprocessings were given")
+        images, invalids = zip(*(prep(band) for prep, band in zip(preprocessors, raw)))
+        strips = [pad_to(image, tile, strip_width) for image in images]
         h = row1 - row0
-        for start in range(0, len(cols), batch_size):
-            batch_cols = cols[start:start + batch_size]
-            batch = np.stack([strip[:, c:c + tile] for c in batch_cols])[:, None]
-            with autocast(device, precision):
-                logits = model(torch.from_numpy(batch).to(device))
-            probabilities = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
-            for col0, probability in zip(batch_cols, probabilities):
+        for start in range(0, len(cols), cols_per_batch):
+            batch_cols = cols[start:start + cols_per_batch]
+            batch = torch.from_numpy(np.stack([s[:, c:c + tile] for s in strips for c in batch_cols])[:, None])
+            mean, variance = tta_probabilities(model, batch.to(device), views, device, precision,
+                                             with_variance=variance_sum is not None)
+            mean = mean.reshape(n_bands, len(batch_cols), tile, tile)
+            if variance_sum is not None:
+                variance = variance.reshape(mean.shape)
+            for i, col0 in enumerate(batch_cols):
                 w = min(tile, width - col0)
                 weights = window[:h, :w]
-                probability_sum[:h, col0:col0 + w] += probability[:h, :w] * weights
+                probability_sum[:, :h, col0:col0 + w] += mean[:, i, :h, :w] * weights
+                if variance_sum is not None:
+                    variance_sum[:, :h, col0:col0 + w] += variance[:, i, :h, :w] * weights
                 weight_sum[:h, col0:col0 + w] += weights
             bar.update(len(batch_cols))
         done = (rows[index + 1] if index + 1 < len(rows) else height) - row0  # rows no later tile touches
-        sink.write(row0, probability_sum[:done] / weight_sum[:done], invalid[:done])
+        probability = probability_sum[:, :done] / weight_sum[:done]
+        invalid = np.stack(invalids)[:, :done]
+        if n_bands == 1 and not uncertainty:
+            sink.write(row0, probability[0], invalid[0])
+        else:
+            variance = None if variance_sum is None else variance_sum[:, :done] / weight_sum[:done]
+            fused, fused_invalid, std = fuse_bands(probability, variance, invalid, fuse)
+            if uncertainty:
+                sink.write(row0, fused, fused_invalid, uncertainty=std)
+            else:
+                sink.write(row0, fused, fused_invalid)
         # keep the rows the next tile row overlaps, moved to the top of the accumulators
-        probability_sum[:tile - done] = probability_sum[done:].copy()
+        for accumulator in (probability_sum, variance_sum):
+            if accumulator is not None:
+                accumulator[:, :tile - done] = accumulator[:, done:].copy()
+                accumulator[:, tile - done:] = 0.0
         weight_sum[:tile - done] = weight_sum[done:].copy()
-        probability_sum[tile - done:] = 0.0
         weight_sum[tile - done:] = 0.0
     bar.close()
-    return {"height": height, "width": width, "tiles": len(rows) * len(cols),
-            "seconds": time.perf_counter() - started}
+    return {"height": height, "width": width, "tiles": len(rows) * len(cols), "bands": n_bands,
+            "tta_views": len(views), "seconds": time.perf_counter() - started}
+
+
+def tta_probabilities(model: nn.Module, batch: torch.Tensor, views: list, device: torch.device,
+                      precision: str, with_variance: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Mean (and, with_variance, variance) over the TTA views of the water probabilities of a
+    [N, 1, tile, tile] batch, each view mapped back to the tile's orientation: [N, tile, tile] float32."""
+    total, each = None, []
+    for view in views:
+        with autocast(device, precision):
+            logits = model(view_forward(batch, view))
+        probability = view_inverse(torch.sigmoid(logits.float()), view)[:, 0]
+        total = probability if total is None else total + probability
+        if with_variance:
+            each.append(probability)
+    mean = total / len(views)
+    if not with_variance:
+        return mean.cpu().numpy(), None
+    # the spread about the mean (not E[p^2] - E[p]^2, which cancels to float32 noise)
+    variance = sum((p - mean) ** 2 for p in each) / len(views)
+    return mean.cpu().numpy(), variance.cpu().numpy()
 
 
 # ----------------------------------------------------------------------------------- files and scenes
 
-def open_input(path: Path, raster_band: int = 1):
-    """(reader, profile of the input, closer) for a GeoTIFF/any GDAL raster or a .npy file."""
+def open_input(path: Path, raster_band=1):
+    """(reader, profile of the input, closer) for a GeoTIFF/any GDAL raster or a .npy file; raster_band
+    is 1-based, an int or a list of bands."""
     if path.suffix.lower() == ".npy":
         try:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
         except Exception as error:
             raise InferenceError(f"{path}: not a readable .npy array ({type(error).__name__}: {error})") from None
-        if array.ndim == 3 and array.shape[0] >= raster_band:
-            array = array[raster_band - 1]
-        return ArrayReader(array), {"crs": None, "transform": None, "gcps": None}, lambda: None
+        try:
+            reader = ArrayReader(array, band=raster_band)
+        except InferenceError as error:
+            raise InferenceError(f"{path}: {error}") from None
+        return reader, {"crs": None, "transform": None, "gcps": None}, lambda: None
     import rasterio
     try:
-        dataset = rasterio.open(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dataset = rasterio.open(path)
     except Exception as error:
         raise InferenceError(f"{path}: cannot open the raster ({error})") from None
     gcps = dataset.gcps if dataset.gcps and dataset.gcps[0] else None
     georeferenced = dataset.transform != rasterio.Affine.identity() or dataset.crs is not None
     profile = {"crs": dataset.crs, "transform": dataset.transform if georeferenced else None, "gcps": gcps}
-    return RasterReader(dataset, raster_band), profile, dataset.close
-
-
-def create_output(path: Path, height: int, width: int, dtype: str, nodata, geo: dict):
-    """A writer for a new single-band output: a .npy memory map, or a tiled deflate GeoTIFF with the
-    input's CRS and transform (and GCPs). Returns (writer, closer)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".npy":
-        array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(height, width))
-        return ArrayWriter(array), lambda: None
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning
-    profile = dict(driver="GTiff", height=height, width=width, count=1, dtype=dtype, nodata=nodata,
-                   compress="deflate", BIGTIFF="IF_SAFER")
-    if height >= MASK_BLOCK and width >= MASK_BLOCK:
-        profile.update(tiled=True, blockxsize=MASK_BLOCK, blockysize=MASK_BLOCK)
-    if geo.get("crs") is not None:
-        profile["crs"] = geo["crs"]
-    if geo.get("transform") is not None:
-        profile["transform"] = geo["transform"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        dataset = rasterio.open(path, "w", **profile)
-    if geo.get("gcps") is not None and geo.get("transform") is None:
-        dataset.gcps = geo["gcps"]
-    return RasterWriter(dataset), dataset.close
+    try:
+        reader = RasterReader(dataset, raster_band)
+    except InferenceError:
+        dataset.close()
+        raise
+    return reader, profile, dataset.close
 
 
 def read_decimated(path: Path, max_side: int, raster_band: int = 1) -> np.ndarray:
@@ -370,7 +505,7 @@ def read_decimated(path: Path, max_side: int, raster_band: int = 1) -> np.ndarra
 
 
 def write_quicklook(input_path: Path, mask_path: Path, png_path: Path, preprocess: Callable,
-                    raster_band: int = 1, max_side: int = QUICKLOOK_SIDE) -> Path:
+                    raster_band: int = 1, max_side: int = QUICKLOOK_SIDE, image_format: str | None = None) -> Path:
     """PNG of the (normalized, gray) input with water in blue and no-data in dark red over it."""
     from PIL import Image
     image, invalid = preprocess(read_decimated(input_path, max_side, raster_band))
@@ -382,54 +517,34 @@ def write_quicklook(input_path: Path, mask_path: Path, png_path: Path, preproces
     gray[water] = 0.45 * gray[water] + 0.55 * np.array([30.0, 110.0, 255.0])
     gray[(mask == NODATA) | invalid] = np.array([110.0, 20.0, 20.0])
     png_path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8)).save(png_path)
+    Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8)).save(png_path, format=image_format)
     return png_path
 
 
 def predict_file(model: nn.Module, data: dict, input_path, output_path, *, band: str | None = None,
-                 units: str | None = None, raster_band: int = 1, tile: int | None = None, overlap: int | None = None,
+                 units: str | None = None, raster_band=1, tile: int | None = None, overlap: int | None = None,
                  batch_size: int = 8, threshold: float = 0.5, probability_path=None, quicklook_path=None,
-                 device: str | torch.device = "cpu", progress: bool = True, precision: str = "fp32") -> dict:
+                 device: str | torch.device = "cpu", progress: bool = True, precision: str = "fp32", **extra) -> dict:
     """Water mask of a whole scene file with a loaded model and its checkpoint's `data` settings.
 
-    band: which band the input is (default the checkpoint's first val band): picks the normalization.
+    band: which band the input is (default the checkpoint's first val band): picks the normalization;
+    "VV,VH" (with raster_band [1, 2]) maps both and fuses them.
     units: "db", "linear" (power) or "amplitude" (DN); default "amplitude" for KOMPSAT-5 checkpoints, else "db".
     tile: default the checkpoint's image_size; overlap: default tile // 4.
-    Writes `output_path` (uint8 GeoTIFF, or .npy), optionally `probability_path` (float32) and
-    `quicklook_path` (PNG). Returns a summary dict."""
-    import rasterio
-    input_path, output_path = Path(input_path), Path(output_path)
-    if not input_path.is_file():
-        raise InferenceError(f"{input_path}: input not found")
-    band = band or (data.get("val_bands") or data.get("train_bands"))[0]
-    tile = int(tile or data.get("image_size", 256))
-    overlap = tile // 4 if overlap is None else int(overlap)
-    units = units or default_units(data)
-    preprocess = make_preprocess(band, data["normalization"], units, float(data.get("calibration_db", 0.0)))
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 1024 * 1024):
-        reader, geo, close_input = open_input(input_path, raster_band)
-        closers = [close_input]
-        try:
-            mask_writer, close_mask = create_output(output_path, reader.height, reader.width, "uint8", NODATA, geo)
-            closers.append(close_mask)
-            probability_writer = None
-            if probability_path:
-                probability_writer, close_probability = create_output(Path(probability_path), reader.height,
-                                                                      reader.width, "float32", float("nan"), geo)
-                closers.append(close_probability)
-            sink = MaskSink(mask_writer, probability_writer, threshold)
-            stats = predict_tiled(model, reader, sink, preprocess, tile=tile, overlap=overlap,
-                                  batch_size=batch_size, device=device, progress=progress, precision=precision)
-            sink.close()
-        finally:
-            for close in reversed(closers):
-                close()
-        if quicklook_path:
-            write_quicklook(input_path, output_path, Path(quicklook_path), preprocess, raster_band)
-    megapixels = stats["height"] * stats["width"] / 1e6
-    return {**stats, "band": band, "units": units, "tile": tile, "overlap": overlap, "batch_size": batch_size,
-            "threshold": threshold, "water_fraction": sink.water / max(sink.valid, 1),
-            "nodata_pixels": stats["height"] * stats["width"] - sink.valid,
-            "megapixels_per_s": megapixels / max(stats["seconds"], 1e-9), "output": str(output_path),
-            "probability": str(probability_path) if probability_path else None,
-            "quicklook": str(quicklook_path) if quicklook_path else None}
+    Writes `output_path` (uint8 COG, or .npy), optionally `probability_path` (float32) and
+    `quicklook_path` (PNG); `extra` takes the other lib.mapping.scene.SceneOptions / SceneOutputs fields
+    and model_info. Returns a summary dict. (The flood products: lib/mapping/scene.py.)"""
+    from dataclasses import fields
+    from lib.mapping.scene import SceneOptions, SceneOutputs, map_scene
+    output_fields = {f.name for f in fields(SceneOutputs)}
+    bands = band.split(",") if isinstance(band, str) else band
+    raster_bands = [raster_band] if isinstance(raster_band, int) else raster_band
+    model_info = extra.pop("model_info", None)
+    options = SceneOptions(bands=bands, raster_bands=raster_bands, units=units, tile=tile, overlap=overlap,
+                           batch_size=batch_size, threshold=threshold, device=device, progress=progress,
+                           precision=precision, **{k: v for k, v in extra.items() if k not in output_fields})
+    outputs = SceneOutputs(mask=Path(output_path), probability=probability_path and Path(probability_path),
+                           quicklook=quicklook_path and Path(quicklook_path),
+                           **{k: v and Path(v) for k, v in extra.items() if k in output_fields})
+    inputs = [Path(p) for p in input_path] if isinstance(input_path, (list, tuple)) else [Path(input_path)]
+    return map_scene(model, data, inputs, outputs, options, model_info=model_info)

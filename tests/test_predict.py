@@ -213,3 +213,189 @@ def test_unknown_band_is_a_clear_error(tmp_path, geotiff):
     checkpoint, _ = write_checkpoint(tmp_path / "mlp.pt", "MLP_256", {})
     with pytest.raises(SystemExit, match="HH"):
         predict.main([str(checkpoint), str(geotiff[0]), str(tmp_path / "m.tif"), "--band", "HH", "--no-progress"])
+
+
+# ------------------------------------------------------------- issue 13: predict.py never destroys data
+
+GOOD_MASK = b"a good mask from an earlier run"
+
+
+@pytest.fixture(scope="module")
+def mlp_checkpoint(tmp_path_factory):
+    return write_checkpoint(tmp_path_factory.mktemp("mlp") / "mlp.pt", "MLP_256", {})[0]
+
+
+def run(checkpoint, *args):
+    return predict.main([str(checkpoint), *map(str, args), "--no-progress", "--precision", "fp32"])
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--tile", "64", "--overlap", "64"], "overlap"),
+    (["--batch-size", "0"], "--batch-size must be in"),
+    (["--batch-size", "-1"], "--batch-size must be in"),
+    (["--threshold", "1.5"], "--threshold must be in (0.0, 1.0)"),
+    (["--threshold", "nan"], "--threshold must be a finite number"),
+    (["--threshold", "0"], "--threshold must be in"),
+    (["--min-area-m2", "-5"], "--min-area-m2"),
+    (["--polygons", "x.shp"], ".gpkg"),
+])
+def test_an_existing_mask_survives_a_bad_option(mlp_checkpoint, geotiff, tmp_path, bad, message):
+    out = tmp_path / "mask.tif"
+    out.write_bytes(GOOD_MASK)
+    with pytest.raises(SystemExit, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        run(mlp_checkpoint, geotiff[0], out, *bad)
+    assert out.read_bytes() == GOOD_MASK
+    assert [p.name for p in tmp_path.iterdir()] == ["mask.tif"]
+
+
+def test_a_tile_the_model_cannot_take_is_refused_before_any_output(geotiff, tmp_path):
+    torch.manual_seed(0)
+    args = {"image_size": 64, "patch": 16, "hidden": 8, "depth": 1}
+    checkpoint = tmp_path / "mixer.pt"
+    model = build_model("PSPMixer", args)
+    save_checkpoint({"format": FORMAT, "model": {"name": "PSPMixer", "args": args}, "state_dict": model.state_dict(),
+                     "data": {"format": "bands", "val_bands": ["VV"], "normalization": RANGES, "image_size": 64},
+                     "metrics": {}, "epoch": 0, "parameters": {}, "constants": {}}, checkpoint)
+    out = tmp_path / "mask.tif"
+    out.write_bytes(GOOD_MASK)
+    with pytest.raises(SystemExit, match="cannot run on 32x32 tiles"):
+        run(checkpoint, geotiff[0], out, "--tile", "32", "--flood", tmp_path / "flood.tif")
+    assert out.read_bytes() == GOOD_MASK and not (tmp_path / "flood.tif").exists()
+
+
+@pytest.mark.parametrize("outputs", [
+    lambda scene, tmp: [scene],                                          # OUTPUT is the input
+    lambda scene, tmp: [tmp / "m.tif", "--probability", scene],
+    lambda scene, tmp: [tmp / "m.tif", "--probability", tmp / "m.tif"],
+    lambda scene, tmp: [tmp / "m.tif", "--quicklook", tmp / "m.tif"],
+    lambda scene, tmp: [tmp / "m.tif", "--flood", tmp / "p.tif", "--probability", tmp / "p.tif"],
+    lambda scene, tmp: [tmp / "m.tif", "--pre", tmp / "m.tif"],
+])
+def test_an_output_that_is_an_input_or_another_output_is_refused(mlp_checkpoint, geotiff, tmp_path, outputs):
+    scene = tmp_path / "scene.tif"
+    scene.write_bytes(geotiff[0].read_bytes())
+    (tmp_path / "m.tif").write_bytes(GOOD_MASK)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(SystemExit, match="(is the .* input|are one file)"):
+        run(mlp_checkpoint, scene, *outputs(scene, tmp_path))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def write_single(path, array, dtype):
+    with rasterio.open(path, "w", driver="GTiff", height=array.shape[-2], width=array.shape[-1],
+                       count=1 if array.ndim == 2 else len(array), dtype=dtype, crs="EPSG:32630",
+                       transform=Affine(10.0, 0.0, 440_000.0, 0.0, -10.0, 4_480_000.0)) as dataset:
+        if array.ndim == 2:
+            dataset.write(array.astype(dtype), 1)
+        else:
+            dataset.write(array.astype(dtype))
+    return path
+
+
+def test_values_must_look_like_the_declared_units(mlp_checkpoint, tmp_path):
+    db = synthetic_db(80, 90)
+    cases = [
+        (write_single(tmp_path / "u8.tif", np.clip(db + 40, 0, 255), "uint8"), [], "uint8 integers are not dB"),
+        (write_single(tmp_path / "power.tif", 10 ** (db / 10), "float32"), [], "no negative value"),
+        (write_single(tmp_path / "db.tif", db, "float32"), ["--units", "linear"], "negative values"),
+        (write_single(tmp_path / "db2.tif", db, "float32"), ["--units", "amplitude"], "negative values"),
+    ]
+    for scene, extra, message in cases:
+        with pytest.raises(SystemExit, match=message):
+            run(mlp_checkpoint, scene, tmp_path / "m.tif", *extra)
+        assert not (tmp_path / "m.tif").exists()
+    run(mlp_checkpoint, tmp_path / "power.tif", tmp_path / "m.tif", "--units", "linear", "--no-quicklook")
+    assert (tmp_path / "m.tif").is_file()
+
+
+def test_warnings_say_which_band_is_read_and_when_most_input_becomes_nodata(mlp_checkpoint, tmp_path, capsys):
+    db = synthetic_db(80, 90)
+    three = write_single(tmp_path / "three.tif", np.stack([db, db - 5, db + 1]), "float32")
+    run(mlp_checkpoint, three, tmp_path / "a.tif", "--no-quicklook")
+    assert "has 3 bands; reading band 1 as VV" in capsys.readouterr().err
+    power = 10 ** (db / 10)
+    power[:60] = 0.0                     # 2/3 of the pixels: zero power has no logarithm
+    run(mlp_checkpoint, write_single(tmp_path / "zeros.tif", power, "float32"), tmp_path / "b.tif", "--units",
+        "linear", "--no-quicklook")
+    err = capsys.readouterr().err
+    assert "% of the valid input pixels become no-data with --units linear" in err
+    with rasterio.open(tmp_path / "b.tif") as dataset:
+        assert (dataset.read(1) == 255).mean() == pytest.approx(60 / 80)
+
+
+def test_abbreviated_options_are_not_taken_for_others(mlp_checkpoint, geotiff, tmp_path):
+    """`--pre` used to be taken as `--precision`; abbreviations are off in every command-line tool."""
+    args = predict.parse_args(["c.pt", "scene.tif", "--pre", "before.tif", "mask.tif"])
+    assert args.pre == "before.tif" and args.precision == "auto"
+    assert args.paths == ["scene.tif", "mask.tif"]  # options between the paths, as before
+    with pytest.raises(SystemExit) as stopped:
+        predict.parse_args(["c.pt", "scene.tif", "mask.tif", "--prob", "p.tif"])
+    assert stopped.value.code == 2
+
+
+def test_every_command_line_tool_turns_abbreviations_off(monkeypatch):
+    import argparse
+    import sys
+    import benchmark
+    import evaluate
+    import export_onnx
+    import make_demo_data
+    import make_kompsat5_demo
+    import prepare_data
+    seen = []
+
+    def record(parser, *args, **kwargs):
+        seen.append(parser.allow_abbrev)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", record)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_intermixed_args", record)
+    monkeypatch.setattr(sys, "argv", ["tool"])
+    for call in (lambda: predict.parse_args([]), lambda: evaluate.parse_args([]), lambda: benchmark.parse_args([]),
+                 lambda: export_onnx.parse_args([]), make_demo_data.main, make_kompsat5_demo.main,
+                 lambda: prepare_data.parse_args([])):
+        with pytest.raises(SystemExit):
+            call()
+    assert seen == [False] * 7
+
+
+def test_a_failed_run_leaves_no_final_named_file(mlp_checkpoint, geotiff, tmp_path, monkeypatch):
+    """Outputs are written under temporary names: a run stopped half-way (here after the first strip)
+    keeps an earlier mask at the final name as it was, and leaves no partial file behind."""
+    import lib.mapping.scene as scene
+
+    def stop_after_first_strip(model, reader, sink, *args, **kwargs):
+        class Stopping:
+            def write(self, row0, probability, invalid, **extra):
+                sink.write(row0, probability, invalid, **extra)
+                raise KeyboardInterrupt
+
+        return predict_tiled(model, reader, Stopping(), *args, **kwargs)
+
+    monkeypatch.setattr(scene, "predict_tiled", stop_after_first_strip)
+    out = tmp_path / "mask.tif"
+    out.write_bytes(GOOD_MASK)
+    with pytest.raises(KeyboardInterrupt):
+        run(mlp_checkpoint, geotiff[0], out, "--probability", tmp_path / "p.tif", "--flood", tmp_path / "f.tif")
+    assert out.read_bytes() == GOOD_MASK
+    assert [p.name for p in tmp_path.iterdir()] == ["mask.tif"]
+
+
+def test_sigterm_leaves_no_final_named_file(mlp_checkpoint, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from conftest import ROOT
+    scene = write_single(tmp_path / "big.tif", synthetic_db(1000, 1000), "float32")
+    out = tmp_path / "out" / "mask.tif"
+    process = subprocess.Popen([sys.executable, "predict.py", str(mlp_checkpoint), str(scene), str(out),
+                                "--no-progress", "--precision", "fp32", "--tta", "d4", "--batch-size", "1"],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.parent.glob(".*")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode != 0 and "stopped by signal" in err, err[-2000:]
+    assert not out.exists() and not list(out.parent.iterdir())

@@ -1,0 +1,83 @@
+"""Checks of a scene before any output exists: do the values look like the declared units, which band of
+a multi-band raster is read, how much of the valid input the preprocessing turns into no-data.
+
+They look at a decimated copy (long side <= SAMPLE_SIDE), so they cost a few reads, not a pass."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from lib.errors import InferenceError
+
+SAMPLE_SIDE = 512
+NEGATIVE_SHARE_LIMIT = 0.01   # linear power / amplitude: more than this share below 0 is not those units
+NODATA_WARN_SHARE = 0.5       # warn when the preprocessing makes more than this share of valid input no-data
+
+
+def check_range(name: str, value, low=None, high=None, *, low_open=False, high_open=False, integer=False) -> None:
+    """One option against its range: `name` is how the user wrote it (--threshold)."""
+    if value is None:
+        return
+    if integer and (isinstance(value, bool) or not float(value).is_integer()):
+        raise InferenceError(f"{name} must be an integer, got {value!r}")
+    if not math.isfinite(float(value)):
+        raise InferenceError(f"{name} must be a finite number, got {value!r}")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        allowed = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+        raise InferenceError(f"{name} must be in {allowed}, got {value!r}")
+
+
+def check_units(path: Path, sample: np.ndarray, dtype: str, units: str, band: str, normalization: dict,
+                raster_band: int, warn: Callable[[str], None]) -> None:
+    """Stop when the values cannot be in `units`: dB from integers, dB without a negative value for a band
+    whose range is negative (Sentinel-1), amplitude or linear power with negative values."""
+    where = f"{path} (band {raster_band} as {band}, --units {units})"
+    finite = sample[np.isfinite(sample)]
+    if finite.size == 0:
+        warn(f"{where}: the sampled pixels are all no-data")
+        return
+    low, high = float(finite.min()), float(finite.max())
+    found = f"values {low:.4g} .. {high:.4g} (median {float(np.median(finite)):.4g})"
+    if units == "db":
+        if np.dtype(dtype).kind in "iub":
+            raise InferenceError(f"{where}: {dtype} integers are not dB ({found}); backscatter in dB is float. "
+                                 f"Pass --units linear or --units amplitude if that is what the raster holds")
+        band_low, band_high = normalization[band]
+        if band_high <= 0 and low >= 0:
+            raise InferenceError(f"{where}: no negative value ({found}) although {band} in dB is mostly below 0 "
+                                 f"(range {band_low} .. {band_high}); this looks like linear power or amplitude: "
+                                 f"pass --units linear or --units amplitude")
+    else:
+        negative = float((finite < 0).mean())
+        if negative > NEGATIVE_SHARE_LIMIT:
+            raise InferenceError(f"{where}: {100 * negative:.1f}% negative values ({found}); {units} values are "
+                                 f"non-negative: this looks like dB, pass --units db")
+        if negative > 0:
+            warn(f"{where}: {100 * negative:.2f}% negative values ({found}) become no-data")
+
+
+def check_nodata_share(path: Path, sample: np.ndarray, invalid: np.ndarray, units: str,
+                       warn: Callable[[str], None]) -> float:
+    """Share of the valid (finite) sampled input that the unit conversion makes no-data; warns above half."""
+    finite = np.isfinite(sample)
+    if not finite.any():
+        return 0.0
+    share = float((invalid & finite).sum() / finite.sum())
+    if share > NODATA_WARN_SHARE:
+        warn(f"{path}: {100 * share:.0f}% of the valid input pixels become no-data with --units {units} "
+             f"(values <= 0 have no logarithm); check --units")
+    return share
+
+
+def note_band(path: Path, count: int, raster_bands: list[int], bands: list[str], note: Callable[[str], None]) -> None:
+    """Say which band of a multi-band raster is read (reading band 1 of three silently misled users)."""
+    if count > 1:
+        read = ", ".join(f"band {r} as {b}" for r, b in zip(raster_bands, bands))
+        note(f"{path} has {count} bands; reading {read} (--raster-band / --band pick others)")

@@ -1,0 +1,184 @@
+"""Flood extent: water now that was not water before, against a pre-event scene and/or a reference water
+raster, with an exclusion mask; class areas on the ground.
+
+Classes of the flood raster (uint8, with a colour table):
+    0 dry, 1 flood (water now; neither the pre-event scene nor the reference saw water there),
+    2 permanent or pre-event water (water now and before), 255 no-data (no valid post-event pixel, an
+    excluded pixel, or water now where no pre-event / reference pixel says what was there before).
+Without --pre and --reference-water every water pixel is class 1.
+
+Other rasters are read on the post-event scene's grid through a rasterio WarpedVRT (any CRS, any
+resolution; reprojected and resampled by windows, so bounded in memory); outside their extent they are
+no-data.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from lib.errors import InferenceError
+
+DRY, FLOOD, BEFORE_WATER, NODATA = 0, 1, 2, 255
+CLASS_NAMES = {DRY: "dry", FLOOD: "flood", BEFORE_WATER: "permanent_or_pre_event_water"}
+COLORMAP = {DRY: (245, 245, 235, 255), FLOOD: (220, 30, 30, 255), BEFORE_WATER: (30, 90, 200, 255),
+            NODATA: (0, 0, 0, 0)}
+MASK_COLORMAP = {0: (245, 245, 235, 255), 1: (30, 90, 200, 255), NODATA: (0, 0, 0, 0)}
+
+
+# ------------------------------------------------------------------------------------------ the grid
+
+def is_georeferenced(grid: dict) -> bool:
+    return grid.get("crs") is not None and grid.get("transform") is not None
+
+
+def aligned_reader(path: Path, grid: dict, band=1, resampling: str = "nearest"):
+    """(reader of `path` on the scene's grid, closer); band: 1-based int or list (lib.inference.RasterReader).
+    Reprojected with WarpedVRT when both rasters are georeferenced; a raster without georeference must
+    have the scene's size and is read as it is."""
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+    from lib.inference import RasterReader
+    path = Path(path)
+    if not path.is_file():
+        raise InferenceError(f"{path}: not found")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            source = rasterio.open(path)
+    except Exception as error:
+        raise InferenceError(f"{path}: cannot open the raster ({error})") from None
+    wanted = [band] if isinstance(band, int) else list(band)
+    if any(not 1 <= b <= source.count for b in wanted):
+        source.close()
+        raise InferenceError(f"{path}: band {','.join(map(str, wanted))} requested, the raster has {source.count}")
+    if is_georeferenced(grid) and source.crs is not None:
+        vrt = WarpedVRT(source, crs=grid["crs"], transform=grid["transform"], width=grid["width"],
+                        height=grid["height"], resampling=Resampling[resampling], dtype="float32", nodata=np.nan)
+        return RasterReader(vrt, band), lambda: (vrt.close(), source.close())
+    if (source.height, source.width) != (grid["height"], grid["width"]):
+        source.close()
+        raise InferenceError(f"{path}: {source.width} x {source.height} px without a common georeference with the "
+                             f"scene ({grid['width']} x {grid['height']} px); give both a CRS, or the same size")
+    return RasterReader(source, band), source.close
+
+
+def pixel_area_rows(grid: dict, row0: int, rows: int) -> np.ndarray | None:
+    """Ground area in m2 of one pixel of each row [row0, row0 + rows): constant in a projected CRS (from
+    the transform and the CRS's unit), geodesic on the WGS84 ellipsoid in a geographic CRS (it shrinks
+    towards the poles); None without georeference."""
+    if not is_georeferenced(grid):
+        return None
+    crs, transform = grid["crs"], grid["transform"]
+    if crs.is_geographic:
+        from pyproj import Geod
+        geod = Geod(ellps="WGS84")
+        areas = np.empty(rows)
+        for i in range(rows):
+            r = row0 + i
+            corners = [transform @ (0, r), transform @ (1, r), transform @ (1, r + 1), transform @ (0, r + 1)]
+            lons, lats = zip(*corners)
+            areas[i] = abs(geod.polygon_area_perimeter(lons, lats)[0])
+        return areas
+    factor = crs.linear_units_factor[1]
+    return np.full(rows, abs(transform.a * transform.e - transform.b * transform.d) * factor ** 2)
+
+
+class ClassTally:
+    """Pixel counts and ground areas per class, accumulated row strip by row strip."""
+
+    def __init__(self, grid: dict, classes: dict[int, str]):
+        self.grid, self.classes = grid, classes
+        self.pixels = {c: 0 for c in [*classes, NODATA]}
+        self.area_m2 = {c: 0.0 for c in classes} if is_georeferenced(grid) else None
+
+    def add(self, row0: int, values: np.ndarray) -> None:
+        areas = pixel_area_rows(self.grid, row0, len(values))
+        for c in self.pixels:
+            hits = values == c
+            self.pixels[c] += int(hits.sum())
+            if areas is not None and c in self.classes:
+                self.area_m2[c] += float(hits.sum(axis=1) @ areas)
+
+    def report(self) -> dict:
+        total = sum(self.pixels.values())
+        return {"classes": {name: {"value": c, "pixels": self.pixels[c],
+                                   "area_km2": None if self.area_m2 is None else self.area_m2[c] / 1e6}
+                            for c, name in self.classes.items()},
+                "nodata_pixels": self.pixels[NODATA], "nodata_share": self.pixels[NODATA] / max(total, 1)}
+
+
+# ---------------------------------------------------------------------------------------- the classes
+
+def flood_classes(water: np.ndarray, invalid: np.ndarray, before_water: np.ndarray | None,
+                  before_known: np.ndarray | None, excluded: np.ndarray | None) -> np.ndarray:
+    """uint8 classes of rows (see the module docstring). before_water / before_known: water before, and
+    where any pre-event or reference pixel is valid (None: no such layer, every water pixel is flood)."""
+    classes = np.where(water, FLOOD, DRY).astype(np.uint8)
+    if before_water is not None:
+        classes[water & before_water] = BEFORE_WATER
+        classes[water & ~before_known] = NODATA
+    classes[invalid] = NODATA
+    if excluded is not None:
+        classes[excluded] = NODATA
+    return classes
+
+
+class BeforeLayers:
+    """Pre-event water probability (already on the grid) and reference water, read row by row."""
+
+    def __init__(self, pre_probability=None, reference=None, reference_threshold: float | None = None,
+                 threshold: float = 0.5):
+        self.pre, self.reference = pre_probability, reference
+        self.reference_threshold, self.threshold = reference_threshold, threshold
+
+    @property
+    def any(self) -> bool:
+        return self.pre is not None or self.reference is not None
+
+    def read(self, row0: int, row1: int) -> tuple[np.ndarray, np.ndarray]:
+        """(water before, known before) for rows [row0, row1)."""
+        water = known = None
+        for layer, is_water in ((self.pre, lambda v: v >= self.threshold), (self.reference, self.reference_water)):
+            if layer is None:
+                continue
+            values = layer.read(row0, row1)
+            valid = np.isfinite(values)
+            wet = valid & is_water(np.nan_to_num(values, nan=0.0))
+            water = wet if water is None else water | wet
+            known = valid if known is None else known | valid
+        return water, known
+
+    def reference_water(self, values: np.ndarray) -> np.ndarray:
+        """Reference water: non-zero, or >= --reference-threshold (JRC occurrence in percent: 50, say)."""
+        if self.reference_threshold is None:
+            return values != 0
+        return values >= self.reference_threshold
+
+
+class FloodSink:
+    """Turns finished rows of post-event probability into flood classes (written to `writer`) and tallies
+    the class areas. `excluded`: a reader on the grid, non-zero = excluded."""
+
+    def __init__(self, writer, grid: dict, before: BeforeLayers, excluded=None, threshold: float = 0.5):
+        self.writer, self.before, self.excluded, self.threshold = writer, before, excluded, threshold
+        self.tally = ClassTally(grid, CLASS_NAMES if before.any else {DRY: "dry", FLOOD: "flood"})
+
+    def write(self, row0: int, probability: np.ndarray, invalid: np.ndarray, **extra) -> None:
+        row1 = row0 + len(probability)
+        water = probability >= self.threshold
+        before_water = before_known = None
+        if self.before.any:
+            before_water, before_known = self.before.read(row0, row1)
+        excluded = None
+        if self.excluded is not None:
+            values = self.excluded.read(row0, row1)
+            excluded = np.isfinite(values) & (values != 0)
+        classes = flood_classes(water, invalid, before_water, before_known, excluded)
+        self.tally.add(row0, classes)
+        self.writer.write(row0, classes)
+
+    def close(self) -> None:
+        self.writer.close()
