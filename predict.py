@@ -31,11 +31,11 @@ from pathlib import Path
 
 import torch
 
-from lib.onnx_model import load_model_any
 from lib.errors import InferenceError, ReportedError
 from lib.inference import FUSE, TTA, UNITS
 from lib.mapping.batch import expand_inputs, map_batch, torch_gather
 from lib.mapping.scene import SceneOptions, SceneOutputs, map_scene
+from lib.onnx_model import load_model_any
 from lib.runtime import keep_freed_memory, resolve_device, speed_settings
 
 BATCH_SIZE = {"cpu": 8, "cuda": 32}  # tiles per forward pass
