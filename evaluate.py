@@ -38,11 +38,12 @@ import numpy as np
 import torch
 
 from lib.baseline import baseline_record, fit_thresholds, recorded_thresholds
-from lib.checkpoint import CheckpointError, load_model
+from lib.checkpoint import CheckpointError
 from lib.dataset import BandPatchDataset, DataError
 from lib.config import DEFAULTS
 from lib.engine import evaluate, make_loader, supervised_loss
 from lib.metrics import METRICS
+from lib.onnx_model import load_model_any
 from lib.runtime import resolve_device, speed_settings
 
 DATA_ROOT = "02_kfold"
@@ -57,7 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n\n".join(__doc__.split("\n\n")[1:]))
-    parser.add_argument("checkpoints", nargs="+", type=Path, help="best.pt / last.pt files")
+    parser.add_argument("checkpoints", nargs="+", type=Path, help="best.pt / last.pt files, or .onnx files of export_onnx.py")
     parser.add_argument("--data-root", type=Path,
                         help=f"dataset root, or a k-fold root with fold_1..fold_K (default {DATA_ROOT}; for "
                              f"KOMPSAT-5 checkpoints the recorded DATA_ROOT)")
@@ -298,7 +299,7 @@ def main(argv=None) -> dict:
     rows = []
     for path in args.checkpoints:
         try:
-            model, checkpoint = load_model(path, device)
+            model, checkpoint = load_model_any(path, device)  # a .pt checkpoint or an exported .onnx
         except CheckpointError as error:
             raise SystemExit(f"error: {error}") from None
         root, fold = data_root_for(path, checkpoint, args.data_root)

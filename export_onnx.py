@@ -6,7 +6,7 @@
 Input "image": float32 [batch, 1, S, S], the band normalized to [0, 1] exactly as in training (clip to
 the checkpoint's range, scale); S is the checkpoint's image_size. Output "logits": [batch, 1, S, S]
 (water where logit >= 0). The normalization table, bands, image size and model spec are stored in the
-ONNX metadata (keys "model", "data"). Uses the TorchScript-based exporter (torch.onnx.export with
+ONNX metadata (keys "model", "data", "constants", "epoch"). Uses the TorchScript-based exporter (torch.onnx.export with
 dynamo=False): the dynamo exporter needs onnxscript, which this environment does not have.
 
 PSPNet's pyramid pooling (adaptive average pooling to 1, 2, 3, 6 cells of a map whose side they do not
@@ -15,6 +15,16 @@ written as two matrix products, exact for the fixed input size.
 
 The check runs the ONNX model on random inputs at batch 1 and 3, prints the maximum absolute logit
 difference to PyTorch and exits with status 1 if it is above --tolerance.
+
+    python export_onnx.py runs/unetlight/best.pt --int8            # also runs/unetlight/best.int8.onnx
+    python export_onnx.py runs/pspmixer/best.pt --int8 --calibration 128 --data-root 02_kfold
+
+--int8 adds an ONNX Runtime static quantization (QDQ; int8 weights per channel, uint8 activations)
+calibrated on --calibration training patches of the checkpoint's data (its DATA_ROOT, or --data-root),
+written beside the float model as *.int8.onnx, and reports on the validation split the IoU of the float
+and the int8 model (through onnxruntime, the metrics of evaluate.py), their throughput at batch 1 and
+32 on this CPU, and the operators that stay in float (lib/quantize.py). evaluate.py and predict.py take
+either .onnx file like a checkpoint.
 """
 from __future__ import annotations
 
@@ -31,6 +41,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from lib.checkpoint import CheckpointError, load_model
+from lib.errors import DataError
+from lib.onnx_model import OnnxModel
+from lib.quantize import (CALIBRATION_PATCHES, calibration_batches, float_operators, quantize_int8, score,
+                          split_dataset, throughput)
 
 OPSET = 17
 TOLERANCE = 1e-4             # maximum absolute difference of the logits, ONNX Runtime vs PyTorch
@@ -117,10 +131,11 @@ def export(model: nn.Module, checkpoint: dict, output: Path, opset: int = OPSET)
     proto = onnx.load(str(output))
     onnx.checker.check_model(proto)
     for key, value in (("model", checkpoint["model"]), ("data", checkpoint["data"]),
+                       ("constants", checkpoint.get("constants") or {}), ("epoch", checkpoint.get("epoch")),
                        ("input", "image: float32 [batch, 1, S, S], band normalized to [0, 1] with data.normalization"),
                        ("output", "logits: float32 [batch, 1, S, S]; water where logit >= 0")):
         entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value, default=str)
     onnx.save(proto, str(output))
     return output
 
@@ -152,7 +167,60 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
     parser.add_argument("--tolerance", type=float, default=TOLERANCE,
                         help=f"largest allowed absolute logit difference (default {TOLERANCE:g})")
-    return parser.parse_args(argv)
+    parser.add_argument("--int8", action="store_true", help="also write a statically quantized *.int8.onnx and report it")
+    parser.add_argument("--calibration", type=int, default=CALIBRATION_PATCHES, metavar="N",
+                        help=f"training patches the int8 ranges are calibrated on (default {CALIBRATION_PATCHES})")
+    parser.add_argument("--data-root", type=Path, help="dataset root for calibration and the report "
+                                                       "(default: the checkpoint's DATA_ROOT)")
+    args = parser.parse_args(argv)
+    if args.calibration < 1:
+        parser.error(f"--calibration {args.calibration}: needs at least 1 patch")
+    return args
+
+
+def int8_report(output: Path, checkpoint: dict, data_root: Path | None, calibration: int) -> dict:
+    """Quantize `output` into *.int8.onnx (calibrated on training patches) and compare float and int8 on the
+    validation split: IoU per band and mean, throughput at batch 1 and 32, operators left in float."""
+    data, constants = checkpoint["data"], checkpoint.get("constants") or {}
+    root = Path(data_root or constants.get("DATA_ROOT") or "02_kfold")
+    if not root.is_dir():
+        raise DataError(f"--int8: data root {root} does not exist; calibration needs the training patches "
+                        f"(pass --data-root)")
+    int8_path = output.with_name(output.name.removesuffix(".onnx") + ".int8.onnx")
+    calibration_set = split_dataset(data, constants, root, "train", data.get("train_bands") or ["VV"])
+    quantize_int8(output, int8_path, calibration_batches(calibration_set, calibration))
+    bands = list(data.get("val_bands") or ["VV"])
+    val_set = split_dataset(data, constants, root, "val", bands)
+    size = int(data.get("image_size", 256))
+    rows = {}
+    for label, path in (("float", output), ("int8", int8_path)):
+        model = OnnxModel(path)
+        rows[label] = {"path": str(path), "megabytes": path.stat().st_size / 1e6, **score(model, val_set, bands),
+                       **throughput(model, size)}
+    report = {"int8_path": str(int8_path), "data_root": str(root), "calibration_patches": calibration, "bands": bands,
+              "float_operators": float_operators(int8_path), **rows,
+              "iou_drop": rows["float"]["iou"] - rows["int8"]["iou"],
+              "speedup_b1": rows["int8"]["images_per_s_b1"] / rows["float"]["images_per_s_b1"],
+              "speedup_b32": rows["int8"]["images_per_s_b32"] / rows["float"]["images_per_s_b32"]}
+    print(render_int8(report, checkpoint["model"]["name"], len(val_set)))
+    return report
+
+
+def render_int8(report: dict, name: str, items: int) -> str:
+    bands = report["bands"]
+    lines = [f"{name} int8 ({report['calibration_patches']} calibration patches of {report['data_root']}/train), "
+             f"validation split: {items} items",
+             f"{'model':<6} {'MB':>6} " + " ".join(f"{'IoU ' + b:>8}" for b in bands) + f" {'IoU mean':>8} "
+             f"{'img/s b1':>9} {'img/s b32':>9}"]
+    for label in ("float", "int8"):
+        row = report[label]
+        lines.append(f"{label:<6} {row['megabytes']:6.2f} " + " ".join(f"{row[f'iou_{b}']:8.4f}" for b in bands)
+                     + f" {row['iou']:8.4f} {row['images_per_s_b1']:9.1f} {row['images_per_s_b32']:9.1f}")
+    floats = ", ".join(f"{op} x{n}" for op, n in sorted(report["float_operators"].items())) or "none"
+    lines.append(f"IoU drop {report['iou_drop']:+.4f}; int8 / float throughput {report['speedup_b1']:.2f}x at batch 1, "
+                 f"{report['speedup_b32']:.2f}x at batch 32; operators left in float: {floats}")
+    lines.append(f"wrote {report['int8_path']}")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> dict:
@@ -171,7 +239,10 @@ def main(argv=None) -> dict:
           f"max abs logit difference {difference:.3g} ({'ok' if ok else 'FAILED'}, tolerance {args.tolerance:g})")
     if not ok:
         raise SystemExit(1)
-    return {"output": str(output), "max_abs_diff": difference, "tolerance": args.tolerance}
+    result = {"output": str(output), "max_abs_diff": difference, "tolerance": args.tolerance}
+    if args.int8:
+        result["int8"] = int8_report(output, checkpoint, args.data_root, args.calibration)
+    return result
 
 
 if __name__ == "__main__":

@@ -4,15 +4,20 @@
     python kd.py                                # runs/kd_pspmixer
     python kd.py EPOCHS=3 KD_TEMPERATURE=2
     python kd.py STUDENT=UnetLight STUDENT_ARGS="{'width': 8}"
+    python kd.py KD_FEATURE=1 KD_CWD=1 KD_AFFINITY=1  # added methods (docs/distillation-methods.md)
+    python kd.py KD_TEMPERATURE=1,2,4,8             # a sweep: one student per value, one table
 
-Loss: KD_ALPHA * T^2 * BCE(student / T, sigmoid(teacher / T)) + KD_BETA * Focal Tversky, over valid pixels.
+Loss: KD_ALPHA * T^2 * BCE(student / T, sigmoid(teacher / T)) + KD_BETA * Focal Tversky, over valid pixels,
+plus KD_FEATURE * feature + KD_CWD * channel-wise + KD_AFFINITY * pairwise-affinity terms (each 0 = off).
 The teacher is rebuilt from TEACHER_CHECKPOINT alone and frozen; its data settings (bands, normalization,
 image size) must equal the student's. At the end, a table compares the teacher, the distilled student and
 the same student trained alone when such a run exists under runs/.
 """
+import sys
+
 from lib.cli import run
 from lib.config import load_constants
-from lib_kd.training_kd import distill
+from lib_kd.training_kd import distill, distill_sweep, sweep_values
 
 # distillation
 TEACHER_CHECKPOINT = "runs/pspnet/best.pt"  # any trained checkpoint (PSPNet, Unet, ...)
@@ -22,6 +27,14 @@ STUDENT_ARGS = None          # dict of student keyword arguments; None: the PSPM
 KD_TEMPERATURE = 4.0         # T: softens both logit maps; the KD term is scaled by T^2
 KD_ALPHA = 0.5               # weight of the KD term
 KD_BETA = 0.5                # weight of the supervised (Focal Tversky) term
+# added distillation methods (docs/distillation-methods.md): each a weight, 0 = off, combinable
+KD_FEATURE = 0.0             # feature distillation: learned 1x1-conv adapter, student map -> teacher map
+KD_FEATURE_LOSS = "mse"      # "mse" (relative to the teacher map's mean square) or "cosine"
+KD_FEATURE_STUDENT_LAYER = None  # module whose output is the map ("head:input": the input of module head);
+KD_FEATURE_TEACHER_LAYER = None  # None: the architecture's default (lib_kd/features.py DEFAULT_LAYERS)
+KD_CWD = 0.0                 # channel-wise distillation of the logits: softmax over positions at KD_TEMPERATURE, KL
+KD_AFFINITY = 0.0            # pairwise affinity (structured KD) between the feature maps' positions
+KD_AFFINITY_GRID = 16        # the maps are average-pooled to at most this many cells a side for the affinity
 # student (PSPMixer)
 PATCH = 32                   # patch embedding kernel = stride; tokens = (IMAGE_SIZE / PATCH)^2
 HIDDEN = 128                 # channels per token
@@ -61,11 +74,16 @@ NUM_WORKERS = "auto"         # DataLoader workers, never more than the machine's
 PRELOAD = "auto"             # keep the decoded dataset in memory when it fits
 OUTPUT_DIR = None            # None: runs/kd_<student lowercased>, e.g. runs/kd_pspmixer
 RESUME = False               # continue from OUTPUT_DIR/last.pt (with the same teacher)
+COST_TABLE = True            # the final table gains GFLOPs per patch and CPU latency at batch 1 and 32 (seconds)
 
 
 def main():
-    c = load_constants(globals())
-    distill(c)
+    argv, temperatures = sweep_values(sys.argv[1:], "KD_TEMPERATURE")  # KD_TEMPERATURE=1,2,4,8: one run each
+    c = load_constants(globals(), argv)
+    if temperatures:
+        distill_sweep(c, "KD_TEMPERATURE", temperatures)
+    else:
+        distill(c)
 
 
 if __name__ == "__main__":

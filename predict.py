@@ -31,11 +31,11 @@ from pathlib import Path
 
 import torch
 
-from lib.checkpoint import load_model
 from lib.errors import InferenceError, ReportedError
 from lib.inference import FUSE, TTA, UNITS
 from lib.mapping.batch import expand_inputs, map_batch, torch_gather
 from lib.mapping.scene import SceneOptions, SceneOutputs, map_scene
+from lib.onnx_model import load_model_any
 from lib.runtime import keep_freed_memory, resolve_device, speed_settings
 
 BATCH_SIZE = {"cpu": 8, "cuda": 32}  # tiles per forward pass
@@ -139,7 +139,7 @@ def predict(args) -> dict:
         keep_freed_memory()  # 2-4x faster batches on CPU (see lib/runtime.py)
     speed = speed_settings({"PRECISION": args.precision}, device)
     options = scene_options(args, batch_size, device, speed["precision"])
-    model, checkpoint = load_model(args.checkpoint, device)
+    model, checkpoint = load_model_any(args.checkpoint, device)  # a .pt checkpoint or an exported .onnx
     if speed["channels_last"]:
         model.to(memory_format=torch.channels_last)
     model_info = {"name": checkpoint["model"]["name"], "args": checkpoint["model"].get("args"),

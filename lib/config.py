@@ -302,6 +302,15 @@ CONSTANTS: dict[str, Spec] = {
     "KD_TEMPERATURE": Spec(number(0, low_open=True), "a finite number > 0"),
     "KD_ALPHA": Spec(number(0), "a finite number >= 0"),
     "KD_BETA": Spec(number(0), "a finite number >= 0"),
+    # added distillation methods (kd.py, docs/distillation-methods.md): weights, 0 = off
+    "KD_FEATURE": Spec(number(0), "a finite number >= 0 (0: off)"),
+    "KD_FEATURE_LOSS": Spec(one_of("mse", "cosine"), "mse or cosine"),
+    "KD_FEATURE_STUDENT_LAYER": Spec(text, "a module name of the student, or 'name:input'", none="the architecture's default"),
+    "KD_FEATURE_TEACHER_LAYER": Spec(text, "a module name of the teacher, or 'name:input'", none="the architecture's default"),
+    "KD_CWD": Spec(number(0), "a finite number >= 0 (0: off)"),
+    "KD_AFFINITY": Spec(number(0), "a finite number >= 0 (0: off)"),
+    "KD_AFFINITY_GRID": Spec(integer(1), "an integer >= 1"),
+    "COST_TABLE": BOOL,
 }
 
 

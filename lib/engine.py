@@ -293,7 +293,9 @@ def build_run(constants: dict, model_name: str, model_args: dict, objective: Cal
     objective = objective or SupervisedObjective(loss_fn)
     if hasattr(objective, "start"):  # a plug-in's one-time setup (kd.py: move its teacher, score it on val)
         objective.start(device=device, val_loader=val_loader, precision=speed["precision"], memory_format=memory_format)
-    optimizer = torch.optim.AdamW(trainable, lr=c["LR"], weight_decay=c["WEIGHT_DECAY"])
+    # a plug-in's own trained modules (kd.py's feature adapter) take the student's optimizer, and last.pt
+    plugin_trained = list(objective.parameters()) if hasattr(objective, "parameters") else []
+    optimizer = torch.optim.AdamW(trainable + plugin_trained, lr=c["LR"], weight_decay=c["WEIGHT_DECAY"])
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=c["PLATEAU_FACTOR"],
                                                          patience=c["PLATEAU_PATIENCE"])
     optimization = Optimization(optimizer, torch.amp.GradScaler(device.type, enabled=speed["precision"] == "fp16"),
@@ -343,6 +345,8 @@ def resume(run: Run) -> None:
     run.plateau.load_state_dict(state["plateau"])
     run.optimization.scaler.load_state_dict(state["scaler"])
     run.progress = Progress(**state["progress"])
+    if "objective" in state:
+        run.objective.load_state_dict(state["objective"])
     run.progress.resumes = record_resume(run.progress.resumes, run.progress.epoch, changes)
     run.log(f"resumed from {last} after epoch {run.progress.epoch}" + (f"; changed: {describe(changes)}" if changes else ""))
 
@@ -389,8 +393,11 @@ def checkpoint(run: Run, metrics: dict) -> dict:
 
 def training_state(run: Run) -> dict:
     """What RESUME needs beyond the weights: optimizer, schedulers, scaler, counters, RNG states."""
-    return {"optimizer": run.optimization.optimizer.state_dict(), "plateau": run.plateau.state_dict(),
-            "scaler": run.optimization.scaler.state_dict(), "progress": plain(asdict(run.progress)), "rng": rng_state()}
+    state = {"optimizer": run.optimization.optimizer.state_dict(), "plateau": run.plateau.state_dict(),
+             "scaler": run.optimization.scaler.state_dict(), "progress": plain(asdict(run.progress)), "rng": rng_state()}
+    if hasattr(run.objective, "parameters") and list(run.objective.parameters()):
+        state["objective"] = run.objective.state_dict()  # kd.py's feature adapter
+    return state
 
 
 def rng_state() -> dict:

@@ -12,6 +12,9 @@ KD_DEFAULTS: dict[str, Any] = dict(
     # distillation
     TEACHER_CHECKPOINT="runs/pspnet/best.pt", STUDENT="PSPMixer", STUDENT_ARGS=None,
     KD_TEMPERATURE=4.0, KD_ALPHA=0.5, KD_BETA=0.5,
+    # added distillation methods (each a weight, 0 = off)
+    KD_FEATURE=0.0, KD_FEATURE_LOSS="mse", KD_FEATURE_STUDENT_LAYER=None, KD_FEATURE_TEACHER_LAYER=None,
+    KD_CWD=0.0, KD_AFFINITY=0.0, KD_AFFINITY_GRID=16,
     # student (PSPMixer)
     PATCH=32, HIDDEN=128, DEPTH=3, TOKENS_MLP=64, CHANNELS_MLP=256,
     # data (None: as recorded in TEACHER_CHECKPOINT)
@@ -24,7 +27,7 @@ KD_DEFAULTS: dict[str, Any] = dict(
     FTL_ALPHA=0.30, FTL_BETA=0.70, FTL_GAMMA=0.75,
     # system
     DEVICE="auto", PRECISION="auto", CHANNELS_LAST="auto", COMPILE="auto", NUM_WORKERS="auto", PRELOAD="auto",
-    OUTPUT_DIR=None, RESUME=False,
+    OUTPUT_DIR=None, RESUME=False, COST_TABLE=True,
 )
 
 

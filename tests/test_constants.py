@@ -75,6 +75,9 @@ GOOD = {
     "K5_CROPS_PER_SCENE": [("4", 4)], "TEACHER_CHECKPOINT": [("runs/unet/best.pt", "runs/unet/best.pt")],
     "STUDENT": [("UnetLight", "UnetLight")], "STUDENT_ARGS": [("{'width': 8}", {"width": 8}), (None, None)],
     "KD_TEMPERATURE": [("2", 2.0)], "KD_ALPHA": [("0", 0.0)], "KD_BETA": [("1", 1.0)],
+    "KD_FEATURE": [("1", 1.0)], "KD_FEATURE_LOSS": [("cosine", "cosine")], "KD_FEATURE_STUDENT_LAYER": [("head:input", "head:input"), (None, None)],
+    "KD_FEATURE_TEACHER_LAYER": [("decoder", "decoder")], "KD_CWD": [("0.5", 0.5)], "KD_AFFINITY": [("0", 0.0)],
+    "KD_AFFINITY_GRID": [("8", 8)], "COST_TABLE": [("0", False)],
 }
 BAD = {
     "DATA_FORMAT": ["tiff", None], "DATA_ROOT": ["", None], "TRAIN_LIST": [""], "VAL_LIST": [None],
@@ -91,6 +94,8 @@ BAD = {
     "CALIBRATION_DB": ["nan", "abc"], "K5_TRAIN_CROP": ["grid"], "K5_CROPS_PER_SCENE": ["0"],
     "TEACHER_CHECKPOINT": ["", None], "STUDENT": ["NoSuchNet"], "STUDENT_ARGS": ["{'width': 8", "[1, 2]", "8"],
     "KD_TEMPERATURE": ["inf", "0"], "KD_ALPHA": ["-1"], "KD_BETA": ["nan"],
+    "KD_FEATURE": ["-1"], "KD_FEATURE_LOSS": ["l1"], "KD_FEATURE_STUDENT_LAYER": [""], "KD_FEATURE_TEACHER_LAYER": [""],
+    "KD_CWD": ["nan"], "KD_AFFINITY": ["-0.5"], "KD_AFFINITY_GRID": ["0"], "COST_TABLE": ["maybe"],
 }
 
 

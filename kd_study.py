@@ -1,0 +1,49 @@
+"""The distillation study: each student alone, with response KD and with each added method, over seeds.
+
+    python train_pspnet.py EPOCHS=30                         # the teacher first: runs/pspnet/best.pt
+    python kd_study.py EPOCHS=30                             # runs/kd_study/<student>/<method>/seed<k>
+    python kd_study.py EPOCHS=8 IMAGE_SIZE=128 PATCH=16 SEEDS=1,2 STUDENTS=UnetLight
+
+Runs `python train_<student>.py ...` (method "alone") or `python kd.py ...` for every student, method and
+seed, one after the other, then prints per student and method the mean best validation IoU over the
+seeds, its spread, and the gap to the teacher; writes study.csv and study.json to OUTPUT_DIR. Every
+other NAME=value (EPOCHS, DATA_ROOT, IMAGE_SIZE, PATCH, ...) goes to every run; finished runs are not
+trained again. See docs/distillation-methods.md.
+"""
+import sys
+from pathlib import Path
+
+from lib.cli import run
+from lib.config import apply_overrides, script_constants
+from lib_kd.study import STUDY_OWN, aggregate, render, run_study, write_results
+
+TEACHER_CHECKPOINT = "runs/pspnet/best.pt"
+STUDENTS = "PSPMixer,UnetLight"
+SEEDS = "1,2"
+# method -> kd.py overrides; None: the student trained alone by its own train script
+METHODS = {
+    "alone": None,
+    "response": {},                                        # the published loss
+    "feature": {"KD_FEATURE": 1.0},
+    "cwd": {"KD_CWD": 1.0},
+    "affinity": {"KD_AFFINITY": 1.0},
+    "all": {"KD_FEATURE": 1.0, "KD_CWD": 1.0, "KD_AFFINITY": 1.0},
+    "mimic": {"KD_ALPHA": 1.0, "KD_BETA": 0.0, "KD_TEMPERATURE": 1.0},  # the teacher's predictions only: capacity
+}
+OUTPUT_DIR = "runs/kd_study"
+DRY_RUN = False              # print the commands without running them
+
+
+def main():
+    own = [a for a in sys.argv[1:] if a.partition("=")[0].lstrip("-") in STUDY_OWN]
+    passed = dict(a.partition("=")[::2] for a in sys.argv[1:] if a not in own)
+    c = apply_overrides(script_constants(globals()), own)
+    rows = run_study(c, passed)
+    table = aggregate(rows)
+    write_results(rows, table, Path(c["OUTPUT_DIR"]))
+    print("\n" + render(table, f"Distillation study: {passed.get('EPOCHS', 40)} epoch(s) on "
+                               f"{passed.get('DATA_ROOT', '02_kfold')}, seeds {c['SEEDS']}; best validation IoU"))
+
+
+if __name__ == "__main__":
+    run(main)
