@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from lib.bench.measure import count_flops  # noqa: F401 - benchmark.count_flops, as before the split
+from lib.cost import count_flops  # noqa: F401 - benchmark.count_flops, as before the split
 from lib.bench.measure import (environment_info, measure_each, measure_model, measure_scenes, model_status,
                                peak_reset_supported, run_speed, setup_process, worker)
 from lib.bench.report import render, render_speed, write_report

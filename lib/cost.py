@@ -14,11 +14,12 @@ LATENCY_BATCHES = (1, 32)
 CPU = torch.device("cpu")
 
 
-def count_flops(model: nn.Module, image_size: int, in_channels: int = 1) -> float:
-    """FLOPs of one forward pass on one patch (a multiply-add counts 2), as benchmark.py counts them."""
+def count_flops(model: nn.Module, image_size: int, device=None, in_channels: int = 1) -> float:
+    """FLOPs of one forward pass on one patch (a multiply-add counts 2), in eval mode; on the model's device
+    unless `device` is given. The one FLOP count of benchmark.py, kd.py's table and pareto.py."""
     from torch.utils.flop_counter import FlopCounterMode
     counter = FlopCounterMode(display=False)
-    device = next(model.parameters()).device
+    device = device or next(model.parameters()).device
     with torch.inference_mode(), counter:
         model.eval()(torch.zeros(1, in_channels, image_size, image_size, device=device))
     return float(counter.get_total_flops())

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from lib.cost import count_flops
 from lib.model import build_model, parameter_counts
 from lib.speed import timed_runs
 
@@ -71,14 +72,6 @@ def batch_plan(latency_s: float, batch: int, o: dict) -> tuple[int, int]:
     if latency_s * batch > o["max_seconds"] / 3:
         return 0, 1
     return 1, 3
-
-
-def count_flops(model, image_size: int, device) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-    counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), counter:
-        model(torch.zeros(1, 1, image_size, image_size, device=device))
-    return float(counter.get_total_flops())
 
 
 def measure_model(label: str, name: str, args: dict, o: dict) -> dict:
