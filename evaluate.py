@@ -40,7 +40,7 @@ import torch
 from lib.baseline import baseline_record, fit_thresholds, recorded_thresholds
 from lib.checkpoint import CheckpointError
 from lib.dataset import BandPatchDataset, DataError
-from lib.config import DEFAULTS
+from lib.config import with_defaults
 from lib.engine import evaluate, make_loader, supervised_loss
 from lib.metrics import METRICS
 from lib.onnx_model import load_model_any
@@ -149,7 +149,7 @@ def evaluate_checkpoint(model, checkpoint: dict, path: Path, root: Path, split: 
     the dataset is built from checkpoint["data"] (normalization, bands, image size) and scored by
     lib.engine.evaluate. Returns one result row."""
     data = checkpoint.get("data") or {}
-    constants = {**DEFAULTS, **(checkpoint.get("constants") or {})}
+    constants = with_defaults(checkpoint.get("constants") or {})
     try:
         dataset, bands = build_dataset(data, constants, root, split, bands)
     except DataError as error:
@@ -171,7 +171,7 @@ def baseline_rows(checkpoint: dict, row: dict, root: Path, split: str) -> list[d
     """Rows for the threshold baseline and Otsu per image on the data `row` was scored on: the thresholds the
     checkpoint recorded (fitted on its training split), else thresholds fitted on this split (marked so)."""
     data = checkpoint.get("data") or {}
-    constants = {**DEFAULTS, **(checkpoint.get("constants") or {}), "PRELOAD": False}  # raw values are read from files
+    constants = {**with_defaults(checkpoint.get("constants") or {}), "PRELOAD": False}  # raw values are read from files
     dataset, bands = build_dataset(data, constants, root, split, row["bands"].split())
     thresholds = recorded_thresholds(checkpoint.get("baseline"), bands)
     fitted_on = (checkpoint.get("baseline") or {}).get("fitted_on", "train")

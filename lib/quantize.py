@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lib.config import DEFAULTS
+from lib.config import with_defaults
 from lib.dataset import BandPatchDataset
 from lib.errors import DataError
 from lib.onnx_model import OnnxModel
@@ -117,7 +117,7 @@ def throughput(model: OnnxModel, image_size: int, batches=THROUGHPUT_BATCHES, ma
 def score(model: OnnxModel, dataset, bands, batch_size: int = 32) -> dict:
     """Validation metrics through `model` with lib.engine.evaluate (the metrics of training and evaluate.py)."""
     from lib.engine import evaluate, make_loader, supervised_loss
-    c = {**DEFAULTS, "BATCH_SIZE": batch_size, "NUM_WORKERS": 0}
+    c = with_defaults({"BATCH_SIZE": batch_size, "NUM_WORKERS": 0})
     loader = make_loader(dataset, c, False, torch.device("cpu"), None)
     loss, metrics = evaluate(model, loader, supervised_loss(c), bands, torch.device("cpu"), "fp32")
     return {"loss": loss, **metrics}
