@@ -14,7 +14,7 @@ WIDTH = 32                   # channels of the plus (residual) connections, 32 i
 HIDDEN = 64                  # channels inside each block, 64 in the paper
 BATCH_NORM = True            # BN after every conv (as in the authors' code)
 # data
-DATA_FORMAT = "bands"        # "bands" (02_kfold layout) or "kompsat5" (list files of HH GeoTIFFs, lib/kompsat5.py)
+DATA_FORMAT = "bands"        # "bands" (02_kfold layout) or "kompsat5" (list files of HH GeoTIFFs, lib/kompsat5/)
 DATA_ROOT = "02_kfold"       # kompsat5: the folder the list files' paths start from, e.g. "data_k5"
 TRAIN_LIST = "train_full/train.txt"  # kompsat5 only: list files relative to DATA_ROOT (the published layout)
 VAL_LIST = "train_full/val.txt"

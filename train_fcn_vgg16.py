@@ -16,7 +16,7 @@ FC_KERNEL = 7                # fc6 kernel (7 as in the paper)
 BATCH_NORM = True            # BN after every conv: from scratch, a plain VGG trains poorly
 DROPOUT = 0.5                # after fc6 and fc7, as in the paper
 # data
-DATA_FORMAT = "bands"        # "bands" (02_kfold layout) or "kompsat5" (list files of HH GeoTIFFs, lib/kompsat5.py)
+DATA_FORMAT = "bands"        # "bands" (02_kfold layout) or "kompsat5" (list files of HH GeoTIFFs, lib/kompsat5/)
 DATA_ROOT = "02_kfold"       # kompsat5: the folder the list files' paths start from, e.g. "data_k5"
 TRAIN_LIST = "train_full/train.txt"  # kompsat5 only: list files relative to DATA_ROOT (the published layout)
 VAL_LIST = "train_full/val.txt"

@@ -12,7 +12,7 @@ from lib.engine import train
 # model (HRNetV2Seg)
 HRNET_VARIANT = "hrnet_w18"  # any timm hrnet: "hrnet_w48" as published (65.8M parameters), "hrnet_w18_small"
 # data
-DATA_FORMAT = "bands"        # "bands" (02_kfold layout) or "kompsat5" (list files of HH GeoTIFFs, lib/kompsat5.py)
+DATA_FORMAT = "bands"        # "bands" (02_kfold layout) or "kompsat5" (list files of HH GeoTIFFs, lib/kompsat5/)
 DATA_ROOT = "02_kfold"       # kompsat5: the folder the list files' paths start from, e.g. "data_k5"
 TRAIN_LIST = "train_full/train.txt"  # kompsat5 only: list files relative to DATA_ROOT (the published layout)
 VAL_LIST = "train_full/val.txt"

@@ -14,7 +14,7 @@ BASE_CHANNELS = 64           # stage widths 64-128-256-512-1024, scaled by BASE_
 BATCH_NORM = True            # BN after every conv (the paper predates BN)
 DROPOUT = 0.5                # on the bottom stage, as in the paper
 # data
-DATA_FORMAT = "bands"        # "bands" (02_kfold layout) or "kompsat5" (list files of HH GeoTIFFs, lib/kompsat5.py)
+DATA_FORMAT = "bands"        # "bands" (02_kfold layout) or "kompsat5" (list files of HH GeoTIFFs, lib/kompsat5/)
 DATA_ROOT = "02_kfold"       # kompsat5: the folder the list files' paths start from, e.g. "data_k5"
 TRAIN_LIST = "train_full/train.txt"  # kompsat5 only: list files relative to DATA_ROOT (the published layout)
 VAL_LIST = "train_full/val.txt"

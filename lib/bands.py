@@ -30,7 +30,7 @@ OTHER_RANGES: dict[str, tuple[float, float]] = {
     "B4": (0.0, 0.3),
     "NDVI": (-1.0, 1.0),     # normalized indices are bounded by construction
     "NDWI": (-1.0, 1.0),
-    "HH": (20.0, 75.0),      # KOMPSAT-5 HH amplitude in dB, 20*log10(DN) + CALIBRATION_DB (lib/kompsat5.py):
+    "HH": (20.0, 75.0),      # KOMPSAT-5 HH amplitude in dB, 20*log10(DN) + CALIBRATION_DB (lib/kompsat5/):
                              # 20 dB = DN 10, below the darkest calm water (DN tens to a few hundred);
                              # 75 dB = DN ~5600, above fields/forest (hundreds to thousands), so only
                              # strong urban/ship scatterers saturate. Synthetic data (make_kompsat5_demo.py):

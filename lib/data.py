@@ -1,7 +1,7 @@
 """Datasets of either layout, chosen by DATA_FORMAT, and the data settings a checkpoint records.
 
 "bands": the band-agnostic 02_kfold layout (lib/dataset.py); "kompsat5": list files of 16-bit HH
-amplitude GeoTIFFs (lib/kompsat5.py).
+amplitude GeoTIFFs (lib/kompsat5/).
 """
 from __future__ import annotations
 

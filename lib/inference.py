@@ -181,7 +181,7 @@ def default_units(data: dict) -> str:
 def make_preprocess(band: str, normalization: dict, units: str = "db",
                     calibration_db: float = 0.0) -> Callable[[np.ndarray], tuple]:
     """raw rows -> (image float32 in [0, 1], invalid bool), as in training: linear power becomes
-    10*log10(power), amplitude (KOMPSAT-5 DN) 20*log10(DN) + calibration_db (lib/kompsat5.py), then
+    10*log10(power), amplitude (KOMPSAT-5 DN) 20*log10(DN) + calibration_db (lib/kompsat5/), then
     clip-and-scale with the checkpoint's range for `band`. NaN/inf, and power or amplitude <= 0, are invalid."""
     if units not in UNITS:
         raise InferenceError(f"units must be one of {', '.join(UNITS)}, got {units!r}")
