@@ -449,6 +449,18 @@ def tta_probabilities(model: nn.Module, batch: torch.Tensor, views: list, device
 
 # ----------------------------------------------------------------------------------- files and scenes
 
+def open_raster(path: Path):
+    """The rasterio dataset of `path` (GDAL's warnings, e.g. "not georeferenced", kept quiet), or one
+    InferenceError naming the file."""
+    import rasterio
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return rasterio.open(path)
+    except Exception as error:
+        raise InferenceError(f"{path}: cannot open the raster ({error})") from None
+
+
 def open_input(path: Path, raster_band=1):
     """(reader, profile of the input, closer) for a GeoTIFF/any GDAL raster or a .npy file; raster_band
     is 1-based, an int or a list of bands."""
@@ -463,12 +475,7 @@ def open_input(path: Path, raster_band=1):
             raise InferenceError(f"{path}: {error}") from None
         return reader, {"crs": None, "transform": None, "gcps": None}, lambda: None
     import rasterio
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            dataset = rasterio.open(path)
-    except Exception as error:
-        raise InferenceError(f"{path}: cannot open the raster ({error})") from None
+    dataset = open_raster(path)
     gcps = dataset.gcps if dataset.gcps and dataset.gcps[0] else None
     georeferenced = dataset.transform != rasterio.Affine.identity() or dataset.crs is not None
     profile = {"crs": dataset.crs, "transform": dataset.transform if georeferenced else None, "gcps": gcps}

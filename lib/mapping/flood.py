@@ -13,7 +13,6 @@ no-data.
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,19 +36,13 @@ def aligned_reader(path: Path, grid: dict, band=1, resampling: str = "nearest"):
     """(reader of `path` on the scene's grid, closer); band: 1-based int or list (lib.inference.RasterReader).
     Reprojected with WarpedVRT when both rasters are georeferenced; a raster without georeference must
     have the scene's size and is read as it is."""
-    import rasterio
     from rasterio.enums import Resampling
     from rasterio.vrt import WarpedVRT
-    from lib.inference import RasterReader
+    from lib.inference import RasterReader, open_raster
     path = Path(path)
     if not path.is_file():
         raise InferenceError(f"{path}: not found")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            source = rasterio.open(path)
-    except Exception as error:
-        raise InferenceError(f"{path}: cannot open the raster ({error})") from None
+    source = open_raster(path)
     wanted = [band] if isinstance(band, int) else list(band)
     if any(not 1 <= b <= source.count for b in wanted):
         source.close()
