@@ -25,7 +25,7 @@ import torch
 
 from lib.bands import band_unit
 from lib.dataset import IGNORE_INDEX, label_to_target, read_npy
-from lib.metrics import METRICS, metrics_from_counts
+from lib.metrics import metrics_from_counts
 
 MAX_FIT_PIXELS = 2**25  # larger training splits are fitted on an even subsample (every k-th pixel)
 FIT_BINS = 4096

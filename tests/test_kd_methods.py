@@ -8,9 +8,8 @@ import sys
 import pytest
 import torch
 
-from conftest import TINY_SIZE, tiny_constants
+from conftest import TINY_SIZE
 from lib.checkpoint import read_checkpoint
-from lib.engine import train
 from lib.errors import ConfigError
 from lib.loss import FocalTverskyLoss
 from lib.model import build_model
