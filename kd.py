@@ -7,7 +7,7 @@
     python kd.py KD_FEATURE=1 KD_CWD=1 KD_AFFINITY=1  # added methods (docs/distillation-methods.md)
     python kd.py KD_TEMPERATURE=1,2,4,8             # a sweep: one student per value, one table
 
-Loss: KD_ALPHA * T^2 * BCE(student / T, sigmoid(teacher / T)) + KD_BETA * Focal Tversky, over valid pixels,
+Loss: KD_ALPHA * T^2 * BCE(student / T, sigmoid(teacher / T)) + KD_BETA * (Focal Tversky + BCE_WEIGHT * BCE), over valid pixels,
 plus KD_FEATURE * feature + KD_CWD * channel-wise + KD_AFFINITY * pairwise-affinity terms (each 0 = off).
 The teacher is rebuilt from TEACHER_CHECKPOINT alone and frozen; its data settings (bands, normalization,
 image size) must equal the student's. At the end, a table compares the teacher, the distilled student and
@@ -64,6 +64,7 @@ SEED = 42
 FTL_ALPHA = 0.30             # weight of false positives
 FTL_BETA = 0.70              # weight of false negatives
 FTL_GAMMA = 0.75             # focal exponent; 1.0 is plain Tversky (the published code)
+BCE_WEIGHT = 1.0             # + this x binary cross-entropy (0: Focal Tversky alone, the published loss)
 # system
 DEVICE = "auto"              # "auto", "cpu", "cuda", "cuda:1"
 PRECISION = "auto"           # "auto": bf16 on CUDA and on CPUs with native bf16, else fp32; "fp32", "bf16", "fp16"

@@ -33,7 +33,7 @@ from lib.config import with_defaults
 from lib.data import build_datasets, data_settings, resolve_data_constants
 from lib.encoder_weights import load_encoder_weights
 from lib.errors import CheckpointError, TrainingError
-from lib.loss import FocalTverskyLoss
+from lib.loss import FocalTverskyBCE, FocalTverskyLoss
 from lib.metrics import BandConfusion
 from lib.model import build_model, used_parameters
 from lib.resume import check_resume, describe, record_resume
@@ -47,9 +47,11 @@ __all__ = ["train", "build_run", "train_one_epoch", "evaluate", "Run", "Progress
            "supervised_loss", "make_loader", "distributed_context", "deferred_sigint", "TrainingError"]
 
 
-def supervised_loss(c: dict) -> FocalTverskyLoss:
+def supervised_loss(c: dict) -> nn.Module:
+    """Focal Tversky (FTL_*), plus BCE_WEIGHT x cross-entropy when BCE_WEIGHT > 0 (0: the published loss)."""
     c = with_defaults(c)
-    return FocalTverskyLoss(alpha=c["FTL_ALPHA"], beta=c["FTL_BETA"], gamma=c["FTL_GAMMA"])
+    tversky = FocalTverskyLoss(alpha=c["FTL_ALPHA"], beta=c["FTL_BETA"], gamma=c["FTL_GAMMA"])
+    return FocalTverskyBCE(tversky, c["BCE_WEIGHT"]) if c["BCE_WEIGHT"] > 0 else tversky
 
 
 # ------------------------------------------------------------------------------------------ training

@@ -7,6 +7,11 @@ smp's TverskyLoss, a batch without any water still counts: with smoothing s = 1,
 dry batch lower TI, so they are penalized, and a perfect dry prediction gives 0. (1 - TI) is clamped
 away from 0 so that gamma < 1 never yields an infinite or NaN gradient.
 
+`FocalTverskyBCE` adds `bce_weight` x the binary cross-entropy averaged over the labelled pixels
+(BCE_WEIGHT). Focal Tversky alone, with beta > alpha, has its best constant answer at "everything is
+water" (TI = W / (W + alpha L)); training drifts there first, the sigmoid saturates and small data never
+leave it. Cross-entropy scores every pixel on its own and has no such minimum (docs/real-sar.md).
+
 Default gamma 0.75 is the focal exponent of Abraham & Khan (2019, 1/gamma with gamma = 4/3);
 gamma = 1 is plain Tversky, which is what the published SAR-KD-Flood code computes.
 
@@ -43,3 +48,18 @@ class FocalTverskyLoss(nn.Module):
 def equals(labels: torch.Tensor, value: float) -> torch.Tensor:
     """1.0 where the integer-valued float tensor `labels` equals `value`, else 0.0, in float arithmetic only."""
     return (1 - (labels - value).abs_()).clamp_(min=0)
+
+
+class FocalTverskyBCE(nn.Module):
+    """Focal Tversky plus `bce_weight` x binary cross-entropy over the labelled pixels (no-data ignored)."""
+
+    def __init__(self, tversky: FocalTverskyLoss, bce_weight: float = 1.0):
+        super().__init__()
+        self.tversky, self.bce_weight = tversky, bce_weight
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        labels = target.float()
+        labelled = 1 - equals(labels, self.tversky.ignore_index)
+        bce = nn.functional.binary_cross_entropy_with_logits(logits.float(), equals(labels, 1), weight=labelled,
+                                                             reduction="sum") / labelled.sum().clamp_min(1)
+        return self.tversky(logits, target) + self.bce_weight * bce

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from segmentation_models_pytorch.losses import TverskyLoss
@@ -81,3 +83,24 @@ def test_sums_equal_smp_soft_tversky_score_in_value_and_gradient():
     reference.backward()
     assert torch.allclose(ours, reference, atol=1e-6)
     assert torch.allclose(ours_logits.grad, smp_logits.grad, atol=1e-9, rtol=1e-4)
+
+
+def test_bce_term_by_hand_and_no_data_ignored():
+    """FocalTverskyBCE = Focal Tversky + w * mean BCE over the labelled pixels (no-data left out)."""
+    from lib.loss import FocalTverskyBCE
+    logits = torch.tensor([[[[0.0, 2.0], [-1.0, 5.0]]]])
+    target = torch.tensor([[[[1, 0], [0, 255]]]], dtype=torch.uint8)
+    ftl = FocalTverskyLoss()
+    # BCE(0, 1) = ln 2, BCE(2, 0) = ln(1 + e^2), BCE(-1, 0) = ln(1 + e^-1); the 255 pixel is ignored
+    bce = (math.log(2) + math.log(1 + math.e ** 2) + math.log(1 + math.e ** -1)) / 3
+    loss = FocalTverskyBCE(ftl, bce_weight=0.5)(logits, target)
+    assert float(loss) == pytest.approx(float(ftl(logits, target)) + 0.5 * bce, rel=1e-6)
+
+
+def test_supervised_loss_is_the_published_one_at_bce_weight_zero():
+    from lib.engine import supervised_loss
+    from lib.loss import FocalTverskyBCE
+    assert type(supervised_loss({"BCE_WEIGHT": 0.0})) is FocalTverskyLoss
+    assert type(supervised_loss({})) is FocalTverskyLoss  # DEFAULTS: the KOMPSAT-5 family keeps it
+    combined = supervised_loss({"BCE_WEIGHT": 1.0, "FTL_BETA": 0.6})
+    assert isinstance(combined, FocalTverskyBCE) and combined.tversky.beta == 0.6
