@@ -35,23 +35,20 @@ KOMPSAT5_SCRIPT = {"TRAIN_LIST": "the published KOMPSAT-5 layout (train_full/ li
                    "VAL_LIST": "the published KOMPSAT-5 layout (train_full/ list files)",
                    "BATCH_SIZE": "16 crops of 256^2 hold the pixels of one 1024^2 scene, as the published runs fed",
                    "OUTPUT_DIR": "its own runs/<model> folder"}
-# the Sentinel-1 scripts add cross-entropy to Focal Tversky; the KOMPSAT-5 family keeps the published loss
-SENTINEL1_LOSS = "Focal Tversky alone drifts to all-water first and small data never leave it (docs/real-sar.md)"
 SCRIPT_DIFFERENCES = {
-    "train_unet.py": {"BCE_WEIGHT": SENTINEL1_LOSS, "ENCODER_WEIGHTS": "ImageNet weights for the pretrained MobileNetV2 encoder",
+    "train_unet.py": {"ENCODER_WEIGHTS": "ImageNet weights for the pretrained MobileNetV2 encoder",
                       "OUTPUT_DIR": "its own runs/<model> folder"},
-    "train_pspnet.py": {"BCE_WEIGHT": SENTINEL1_LOSS, "ENCODER_WEIGHTS": "ImageNet weights for the pretrained MobileNetV2 encoder",
+    "train_pspnet.py": {"ENCODER_WEIGHTS": "ImageNet weights for the pretrained MobileNetV2 encoder",
                         "OUTPUT_DIR": "its own runs/<model> folder"},
-    "train_mlp256.py": {"BCE_WEIGHT": SENTINEL1_LOSS, "OUTPUT_DIR": "its own runs/<model> folder"},
-    "train_unetlight.py": {"BCE_WEIGHT": SENTINEL1_LOSS, "OUTPUT_DIR": "its own runs/<model> folder"},
-    "train_pspmixer.py": {"BCE_WEIGHT": SENTINEL1_LOSS, "OUTPUT_DIR": "its own runs/<model> folder"},
+    "train_mlp256.py": {"OUTPUT_DIR": "its own runs/<model> folder"},
+    "train_unetlight.py": {"OUTPUT_DIR": "its own runs/<model> folder"},
+    "train_pspmixer.py": {"OUTPUT_DIR": "its own runs/<model> folder"},
     "train_hrnet.py": KOMPSAT5_SCRIPT,
     "train_deepunet.py": KOMPSAT5_SCRIPT,
     "train_unet_classic.py": KOMPSAT5_SCRIPT,
     "train_fcn_vgg16.py": KOMPSAT5_SCRIPT,
     "train_fcn_vgg19.py": KOMPSAT5_SCRIPT,
-    "kd.py": {"BCE_WEIGHT": SENTINEL1_LOSS,
-              "TRAIN_BANDS": "None: the teacher's, so that `python kd.py` distils whatever teacher was trained",
+    "kd.py": {"TRAIN_BANDS": "None: the teacher's, so that `python kd.py` distils whatever teacher was trained",
               "VAL_BANDS": "None: the teacher's", "IMAGE_SIZE": "None: the teacher's",
               "NORMALIZATION": "None: the teacher's range table (sar or published)"},
 }

@@ -10,7 +10,9 @@ away from 0 so that gamma < 1 never yields an infinite or NaN gradient.
 `FocalTverskyBCE` adds `bce_weight` x the binary cross-entropy averaged over the labelled pixels
 (BCE_WEIGHT). Focal Tversky alone, with beta > alpha, has its best constant answer at "everything is
 water" (TI = W / (W + alpha L)); training drifts there first, the sigmoid saturates and small data never
-leave it. Cross-entropy scores every pixel on its own and has no such minimum (docs/real-sar.md).
+leave it. Cross-entropy scores every pixel on its own and has no such minimum; it trains small data, but
+models trained with it on the demo data transfer worse to the real chip, so the default stays 0
+(docs/real-sar.md).
 
 Default gamma 0.75 is the focal exponent of Abraham & Khan (2019, 1/gamma with gamma = 4/3);
 gamma = 1 is plain Tversky, which is what the published SAR-KD-Flood code computes.

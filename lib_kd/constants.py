@@ -24,7 +24,7 @@ KD_DEFAULTS: dict[str, Any] = dict(
     EPOCHS=40, BATCH_SIZE=32, LR=5e-4, WEIGHT_DECAY=1e-4, WARMUP_EPOCHS=3, PLATEAU_PATIENCE=10,
     PLATEAU_FACTOR=0.5, PATIENCE=20, SEED=42,
     # loss: Focal Tversky (the supervised term)
-    FTL_ALPHA=0.30, FTL_BETA=0.70, FTL_GAMMA=0.75, BCE_WEIGHT=1.0,
+    FTL_ALPHA=0.30, FTL_BETA=0.70, FTL_GAMMA=0.75, BCE_WEIGHT=0.0,
     # system
     DEVICE="auto", PRECISION="auto", CHANNELS_LAST="auto", COMPILE="auto", NUM_WORKERS="auto", PRELOAD="auto",
     OUTPUT_DIR=None, RESUME=False, COST_TABLE=True,

@@ -1,8 +1,8 @@
-"""The seven-band recipe leaves "everything is water" on tiny demo data (docs/real-sar.md#4-the-seven-band-recipe).
+"""Leaving "everything is water" on small demo data with the seven-band recipe (docs/real-sar.md#4-the-seven-band-recipe).
 
-Focal Tversky alone (beta 0.7 > alpha 0.3) has its best constant answer at all-water; on small data
-training stays there, and the validation IoU equals the water share. With BCE_WEIGHT > 0 (the Sentinel-1
-scripts' default) every pixel is scored on its own and the model learns within a few epochs.
+Focal Tversky alone (beta 0.7 > alpha 0.3, the default loss) has its best constant answer at all-water;
+on small data training stays there, and the validation IoU equals the water share. With BCE_WEIGHT > 0
+every pixel is scored on its own and the model learns within a few epochs.
 """
 from __future__ import annotations
 
