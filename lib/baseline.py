@@ -92,6 +92,18 @@ def training_pixels(dataset, band: str, limit: int = MAX_FIT_PIXELS) -> tuple[np
 
 # --------------------------------------------------------------------------------------------- fits
 
+def iou_curves(water: np.ndarray, land: np.ndarray) -> dict[str, np.ndarray]:
+    """Water IoU of a threshold at every edge, for each polarity, from per-bin class counts: count k holds
+    edges[k-1] <= v < edges[k] (k = 0 below the first edge, the last one at or above the last edge)."""
+    water_below = np.cumsum(water)[:-1].astype(np.float64)  # [i]: water values < edges[i]
+    land_below = np.cumsum(land)[:-1].astype(np.float64)
+    total_water, total_land = float(water.sum()), float(land.sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        below = water_below / (total_water + land_below)                          # TP / (TP + FP + FN)
+        above = (total_water - water_below) / (total_water + total_land - land_below)
+    return {"below": np.nan_to_num(below), "above": np.nan_to_num(above)}
+
+
 def fit_threshold(values: np.ndarray, water: np.ndarray, bins: int = FIT_BINS) -> tuple[Threshold, float]:
     """The threshold (and polarity) with the highest IoU of the water class over all pixels, and that IoU.
 
@@ -104,12 +116,10 @@ def fit_threshold(values: np.ndarray, water: np.ndarray, bins: int = FIT_BINS) -
     lo, hi = float(values.min()), float(values.max())
     width = (hi - lo) / bins if hi > lo else 1.0
     index = np.minimum(((values - np.float32(lo)) / np.float32(width)).astype(np.int64), bins - 1)
-    pixels = np.concatenate([[0], np.cumsum(np.bincount(index, minlength=bins))])  # pixels below each edge
-    below = np.concatenate([[0], np.cumsum(np.bincount(index[water], minlength=bins))])  # water below each edge
-    n, total_water = int(pixels[-1]), int(below[-1])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou_below = np.nan_to_num(below / (pixels + total_water - below))                # below the edge: water
-        iou_above = np.nan_to_num((total_water - below) / (n - pixels + below))          # above the edge: water
+    none = np.zeros(1, np.int64)  # nothing below the first edge or above the last
+    curves = iou_curves(np.concatenate([none, np.bincount(index[water], minlength=bins), none]),
+                        np.concatenate([none, np.bincount(index[~water], minlength=bins), none]))
+    iou_below, iou_above = curves["below"], curves["above"]
     edges = lo + width * np.arange(bins + 1)
     edges[0], edges[-1] = lo - width, hi + width  # everything above / below: strictly outside the data
     best_below, best_above = middle_of_best(iou_below), middle_of_best(iou_above)

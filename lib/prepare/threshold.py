@@ -10,16 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def iou_curves(water: np.ndarray, land: np.ndarray) -> dict[str, np.ndarray]:
-    """Water IoU at every edge, for each polarity."""
-    water_below = np.cumsum(water)[:-1].astype(np.float64)  # [i]: water values < edges[i]
-    land_below = np.cumsum(land)[:-1].astype(np.float64)
-    total_water, total_land = float(water.sum()), float(land.sum())
-    with np.errstate(invalid="ignore", divide="ignore"):
-        below = water_below / (total_water + land_below)                          # TP / (TP + FP + FN)
-        above = (total_water - water_below) / (total_water + total_land - land_below)
-    return {"below": np.nan_to_num(below), "above": np.nan_to_num(above)}
+from lib.baseline import iou_curves  # the same curves the training baseline fits on
 
 
 def fit_threshold(water: np.ndarray, land: np.ndarray, edges: np.ndarray) -> dict | None:
