@@ -40,6 +40,9 @@ def run_command(student: str, method: str, overrides: dict | None, seed: int, ou
         wanted.update({"TEACHER_CHECKPOINT": c["TEACHER_CHECKPOINT"], "STUDENT": student, **overrides})
     if student != "PSPMixer":  # kd.py's PATCH ... are PSPMixer's; another student takes its own defaults
         wanted = {k: v for k, v in wanted.items() if k not in PSPMIXER_CONSTANTS.values()}
+    elif overrides is None:  # PSPMixer alone is the student kd.py distils: kd.py's PATCH, HIDDEN, ... by default
+        kd = script_defaults(ROOT / "kd.py")
+        wanted = {**{k: kd[k] for k in PSPMIXER_CONSTANTS.values()}, **wanted}
     unknown = [k for k in wanted if k not in own]
     if unknown and overrides is not None:
         raise ConfigError(f"METHODS[{method!r}]: kd.py has no constant {', '.join(unknown)}")

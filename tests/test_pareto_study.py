@@ -80,3 +80,14 @@ def test_study_runs_each_method_once(tiny_pspnet, tiny_data, tmp_path, monkeypat
     kd_study.main()  # everything done: nothing trained again
     again = capsys.readouterr().out
     assert "===" not in again and "3 run(s) already done" in again
+
+
+def test_pspmixer_alone_is_the_student_kd_py_distils(tmp_path):
+    from lib_kd.model_kd import PSPMIXER_CONSTANTS, ROOT, script_defaults
+    from lib_kd.study import run_command
+    kd = script_defaults(ROOT / "kd.py")
+    command = run_command("PSPMixer", "alone", None, 1, tmp_path, {}, {"EPOCHS": 2, "HIDDEN": 64})
+    assert command[1] == "train_pspmixer.py"
+    given = dict(arg.split("=", 1) for arg in command[2:])
+    assert given["HIDDEN"] == "64"  # what the study was given wins
+    assert all(given[k] == str(kd[k]) for k in PSPMIXER_CONSTANTS.values() if k != "HIDDEN")
