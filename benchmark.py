@@ -41,7 +41,7 @@ import torch
 
 from lib.cost import count_flops  # noqa: F401 - benchmark.count_flops, as before the split
 from lib.bench.measure import (environment_info, measure_each, measure_model, measure_scenes, model_status,
-                               peak_reset_supported, run_speed, setup_process, worker)
+                               peak_reset_supported, run_speed, setup_process)
 from lib.bench.report import render, render_speed, write_report
 from lib.model import MODELS
 
@@ -124,7 +124,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                                   "each model for tens of seconds)")
     parser.add_argument("--output", type=Path, help=f"markdown file (default {OUTPUT}; {SPEED_OUTPUT} with --train)")
     parser.add_argument("--json", type=Path, help="also write the raw numbers as JSON")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -139,7 +138,7 @@ def options(args: argparse.Namespace, argv: list[str]) -> dict:
             "threads": pick(args.threads, torch.get_num_threads(), 1),
             "scene_size": pick(args.scene_size, SCENE_SIZE, 320), "scene_batch": SCENE_BATCH,
             "in_process": args.in_process or quick, "malloc": args.malloc,
-            "command": " ".join(a for a in argv if not a.startswith("--worker")),
+            "command": " ".join(argv),
             "quick": quick, "compile": not args.no_compile, "compile_below_s": COMPILE_BELOW_S,
             "script_batch": SCRIPT_BATCH}
 
@@ -147,9 +146,6 @@ def options(args: argparse.Namespace, argv: list[str]) -> dict:
 def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    if args.worker:  # the worker protocol's old entry point; lib.bench.measure runs workers itself now
-        worker(args.worker)
-        return {}
     if args.kd is not None:
         return kd_cost(args.kd)
     o = options(args, argv)

@@ -39,8 +39,9 @@ import torch
 
 from lib.baseline import baseline_record, fit_thresholds, recorded_thresholds
 from lib.checkpoint import CheckpointError
-from lib.dataset import BandPatchDataset, DataError
+from lib.dataset import DataError
 from lib.config import with_defaults
+from lib.data import checkpoint_dataset
 from lib.engine import evaluate, make_loader, supervised_loss
 from lib.metrics import METRICS
 from lib.onnx_model import load_model_any
@@ -117,20 +118,14 @@ def group_of(checkpoint_path: Path, model_name: str) -> str:
 # ---------------------------------------------------------------------------------------- evaluation
 
 def build_dataset(data: dict, constants: dict, root: Path, split: str, bands):
-    """(dataset, bands) of `root` for a checkpoint's data settings: the band layout (root/split/img, lab),
-    or KOMPSAT-5 list files (split "val"/"train" take the recorded VAL_LIST/TRAIN_LIST, else a list file)."""
+    """(dataset, bands) of `root` for a checkpoint's data settings (lib.data.checkpoint_dataset: the band
+    layout root/split/img, lab, or KOMPSAT-5 list files), once the bands asked for are checked against them."""
     normalization = data.get("normalization") or {}
-    image_size = data.get("image_size", constants["IMAGE_SIZE"])
     if data.get("format", "bands") == "kompsat5":
-        from lib.kompsat5 import Kompsat5Dataset
         bands = list(bands or data.get("val_bands") or ["HH"])
         if bands != ["HH"]:
             raise SystemExit(f"error: KOMPSAT-5 checkpoints have one band, HH; got --bands {' '.join(bands)}")
-        list_file = {"val": constants["VAL_LIST"], "train": constants["TRAIN_LIST"]}.get(split, split)
-        dataset = Kompsat5Dataset(root, list_file, train=False, image_size=image_size, preload=False,
-                                  calibration_db=float(data.get("calibration_db", 0.0)), ranges=normalization,
-                                  split=split)
-        return dataset, bands
+        return checkpoint_dataset(data, constants, root, split, bands), bands
     if data.get("format", "bands") != "bands":
         raise SystemExit(f"error: data format {data.get('format')!r} is not one evaluate.py reads (bands, kompsat5)")
     bands = list(bands or data.get("val_bands") or constants["VAL_BANDS"])
@@ -139,8 +134,7 @@ def build_dataset(data: dict, constants: dict, root: Path, split: str, bands):
         raise SystemExit(f"error: no normalization range recorded for band(s) {', '.join(unknown)}; "
                          f"the checkpoint knows {', '.join(normalization) or 'none'}")
     # the checkpoint's PRELOAD, so the input is the training run's to the bit (a large preloaded split is float16)
-    return BandPatchDataset(root, split, bands, train=False, ranges=normalization, image_size=image_size,
-                            preload=constants["PRELOAD"]), bands
+    return checkpoint_dataset(data, constants, root, split, bands, preload=constants["PRELOAD"]), bands
 
 
 def evaluate_checkpoint(model, checkpoint: dict, path: Path, root: Path, split: str, bands, batch_size: int,

@@ -41,10 +41,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from lib.checkpoint import CheckpointError, load_model
+from lib.data import checkpoint_dataset
 from lib.errors import DataError
 from lib.onnx_model import OnnxModel
-from lib.quantize import (CALIBRATION_PATCHES, calibration_batches, float_operators, quantize_int8, score,
-                          split_dataset, throughput)
+from lib.quantize import CALIBRATION_PATCHES, calibration_batches, float_operators, quantize_int8, score, throughput
 
 OPSET = 17
 TOLERANCE = 1e-4             # maximum absolute difference of the logits, ONNX Runtime vs PyTorch
@@ -187,10 +187,10 @@ def int8_report(output: Path, checkpoint: dict, data_root: Path | None, calibrat
         raise DataError(f"--int8: data root {root} does not exist; calibration needs the training patches "
                         f"(pass --data-root)")
     int8_path = output.with_name(output.name.removesuffix(".onnx") + ".int8.onnx")
-    calibration_set = split_dataset(data, constants, root, "train", data.get("train_bands") or ["VV"])
+    calibration_set = checkpoint_dataset(data, constants, root, "train", data.get("train_bands") or ["VV"])
     quantize_int8(output, int8_path, calibration_batches(calibration_set, calibration))
     bands = list(data.get("val_bands") or ["VV"])
-    val_set = split_dataset(data, constants, root, "val", bands)
+    val_set = checkpoint_dataset(data, constants, root, "val", bands)
     size = int(data.get("image_size", 256))
     rows = {}
     for label, path in (("float", output), ("int8", int8_path)):

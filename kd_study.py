@@ -15,6 +15,7 @@ from pathlib import Path
 
 from lib.cli import run
 from lib.config import apply_overrides, script_constants
+from lib_kd.constants import kd_constants
 from lib_kd.study import STUDY_OWN, aggregate, render, run_study, write_results
 
 TEACHER_CHECKPOINT = "runs/pspnet/best.pt"
@@ -41,8 +42,9 @@ def main():
     rows = run_study(c, passed)
     table = aggregate(rows)
     write_results(rows, table, Path(c["OUTPUT_DIR"]))
-    print("\n" + render(table, f"Distillation study: {passed.get('EPOCHS', 40)} epoch(s) on "
-                               f"{passed.get('DATA_ROOT', '02_kfold')}, seeds {c['SEEDS']}; best validation IoU"))
+    kd = kd_constants()  # what a run takes where EPOCHS or DATA_ROOT is not passed
+    print("\n" + render(table, f"Distillation study: {passed.get('EPOCHS', kd['EPOCHS'])} epoch(s) on "
+                               f"{passed.get('DATA_ROOT', kd['DATA_ROOT'])}, seeds {c['SEEDS']}; best validation IoU"))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Datasets of either layout, chosen by DATA_FORMAT, and the data settings a checkpoint records.
 
 "bands": the band-agnostic 02_kfold layout (lib/dataset.py); "kompsat5": list files of 16-bit HH
-amplitude GeoTIFFs (lib/kompsat5/).
+amplitude GeoTIFFs (lib/kompsat5/). `checkpoint_dataset` builds a split as a trained model's checkpoint
+records its data (evaluate.py, export_onnx.py --int8).
 """
 from __future__ import annotations
 
@@ -50,3 +51,19 @@ def build_datasets(c: dict, log=print):
                                    image_size=c["IMAGE_SIZE"], preload=c["PRELOAD"])
     log(f"data {c['DATA_ROOT']} ({c['DATA_FORMAT']}): {train_set.report()}; {val_set.report()}")
     return train_set, val_set
+
+
+def checkpoint_dataset(data: dict, constants: dict, root, split: str, bands, preload=False):
+    """A split of `root` prepared as a checkpoint records its data (checkpoint["data"]: format, normalization,
+    image size, KOMPSAT-5 calibration; `constants` its recorded constants, for IMAGE_SIZE where the data
+    lacks it and the list files): the band layout root/split in `bands`, or KOMPSAT-5 list files (split
+    "val"/"train" take VAL_LIST/TRAIN_LIST, anything else is a list file). `preload` is the band layout's;
+    KOMPSAT-5 scenes are read per item."""
+    ranges = data.get("normalization") or {}
+    image_size = data.get("image_size", constants.get("IMAGE_SIZE"))
+    if data.get("format", "bands") == "kompsat5":
+        from lib.kompsat5 import Kompsat5Dataset
+        lists = {"val": constants.get("VAL_LIST", "val.txt"), "train": constants.get("TRAIN_LIST", "train.txt")}
+        return Kompsat5Dataset(root, lists.get(split, split), train=False, image_size=image_size, preload=False,
+                               calibration_db=float(data.get("calibration_db", 0.0)), ranges=ranges, split=split)
+    return BandPatchDataset(root, split, bands, train=False, ranges=ranges, image_size=image_size, preload=preload)

@@ -305,8 +305,8 @@ def build_run(constants: dict, model_name: str, model_args: dict, objective: Cal
     optimizer = torch.optim.AdamW(trainable + plugin_trained, lr=c["LR"], weight_decay=c["WEIGHT_DECAY"])
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=c["PLATEAU_FACTOR"],
                                                          patience=c["PLATEAU_PATIENCE"])
-    optimization = Optimization(optimizer, torch.amp.GradScaler(device.type, enabled=speed["precision"] == "fp16"),
-                                speed["precision"], c["LR"], max(1, c["WARMUP_EPOCHS"] * len(train_loader)))
+    optimization = Optimization.for_precision(optimizer, speed["precision"], device, c["LR"],
+                                              max(1, c["WARMUP_EPOCHS"] * len(train_loader)))
 
     run = Run(constants=constants, c=c, model_name=model_name, model_args=model_args, rank=rank,
               world_size=world_size, device=device, output_dir=output_dir_of(c, model_name),

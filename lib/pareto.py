@@ -13,14 +13,12 @@ import csv
 import json
 from pathlib import Path
 
-import numpy as np
-
 from lib.checkpoint import load_model
 from lib.cost import count_flops, model_cost
 from lib.errors import CheckpointError, DataError
 from lib.model import build_model, parameter_counts
-from lib.onnx_model import load_onnx
-from lib.speed import timed_runs
+from lib.onnx_model import OnnxModel, load_onnx
+from lib.quantize import onnx_seconds
 
 COSTS = {"latency_ms_b1": "CPU latency, batch 1 (ms)", "gflops": "GFLOPs per patch"}
 
@@ -45,19 +43,15 @@ def find_sources(paths: list[Path]) -> tuple[dict[Path, str], list[str]]:
     return found, skipped
 
 
-def onnx_latency(path: Path, image_size: int, batch: int) -> float:
-    model, _ = load_onnx(path)
-    images = np.random.default_rng(0).random((batch, 1, image_size, image_size), dtype=np.float32)
-    return 1000 * min(timed_runs(lambda: model.run_numpy(images), warmup=1, repeats=5, max_seconds=3.0, min_runs=2))
-
-
-def point_of_model(label: str, kind: str, iou: float, path: Path | None, name: str, args: dict, image_size: int) -> dict:
-    """One point: the IoU given, the cost measured (a .onnx `path` is timed through onnxruntime)."""
+def point_of_model(label: str, kind: str, iou: float, path: Path | None, name: str, args: dict, image_size: int,
+                   onnx: OnnxModel | None = None) -> dict:
+    """One point: the IoU given, the cost measured (the ONNX model `onnx`, loaded from `path`, is timed
+    through onnxruntime)."""
     model = build_model(name, args)
     used = parameter_counts(model, image_size)["used"]
-    if path is not None and path.suffix == ".onnx":
+    if onnx is not None:
         cost = {"gflops": count_flops(model, image_size) / 1e9,
-                **{f"latency_ms_b{b}": onnx_latency(path, image_size, b) for b in (1, 32)}}
+                **{f"latency_ms_b{b}": 1000 * onnx_seconds(onnx, image_size, b) for b in (1, 32)}}
     else:
         cost = model_cost(model, image_size)  # the cost does not depend on the trained weights
     return {"label": label, "kind": kind, "model": name, "iou": iou, "params_used": used, **cost,
@@ -77,15 +71,16 @@ def points_from(source: Path, label: str) -> list[dict]:
     points = []
     for row in document.get("results", []):
         path = Path(row["checkpoint"])
+        onnx = None
         if path.suffix == ".onnx":
-            _, spec = load_onnx(path)
+            onnx, spec = load_onnx(path)  # the session the latency is timed through
             kind = "int8" if spec.get("quantization") else "onnx"
         else:
-            _, spec = load_model(path)
+            _, spec = load_model(path)  # the weights are not used, but a checkpoint they do not fit is refused
             kind = "evaluated"
         points.append(point_of_model(f"{path.parent.name}/{path.name}", kind, float(row["iou"]), path,
                                      spec["model"]["name"], spec["model"].get("args") or {},
-                                     int(spec["data"]["image_size"])))
+                                     int(spec["data"]["image_size"]), onnx))
     return points
 
 

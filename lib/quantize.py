@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from lib.config import with_defaults
-from lib.dataset import BandPatchDataset
 from lib.errors import DataError
 from lib.onnx_model import OnnxModel
 from lib.speed import timed_runs
@@ -26,18 +25,6 @@ from lib.speed import timed_runs
 CALIBRATION_PATCHES = 64
 THROUGHPUT_BATCHES = (1, 32)
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
-
-
-def split_dataset(data: dict, constants: dict, root: Path, split: str, bands) -> BandPatchDataset:
-    """A split of the band layout prepared as the model's checkpoint records it (normalization, image size)."""
-    if data.get("format", "bands") == "kompsat5":
-        from lib.kompsat5 import Kompsat5Dataset
-        list_file = {"val": constants.get("VAL_LIST", "val.txt"), "train": constants.get("TRAIN_LIST", "train.txt")}[split]
-        return Kompsat5Dataset(root, list_file, train=False, image_size=data.get("image_size"), preload=False,
-                               calibration_db=float(data.get("calibration_db", 0.0)),
-                               ranges=data.get("normalization") or {}, split=split)
-    return BandPatchDataset(root, split, bands, train=False, ranges=data.get("normalization") or {},
-                            image_size=data.get("image_size"), preload=False)
 
 
 def calibration_batches(dataset, patches: int = CALIBRATION_PATCHES, batch: int = 8) -> list[np.ndarray]:
@@ -104,14 +91,16 @@ def float_operators(int8_path: Path) -> dict[str, int]:
     return dict(counts)
 
 
+def onnx_seconds(model: OnnxModel, image_size: int, batch: int, max_seconds: float = 3.0) -> float:
+    """Seconds of one onnxruntime pass over `batch` random images (the fastest of a few runs; the same input
+    for every model, so int8 and float, or the points of pareto.py, are timed alike)."""
+    images = np.random.default_rng(0).random((batch, 1, image_size, image_size), dtype=np.float32)
+    return min(timed_runs(lambda: model.run_numpy(images), warmup=1, repeats=5, max_seconds=max_seconds, min_runs=2))
+
+
 def throughput(model: OnnxModel, image_size: int, batches=THROUGHPUT_BATCHES, max_seconds: float = 3.0) -> dict:
-    """Images per second through onnxruntime at each batch size (the fastest of a few runs)."""
-    rates = {}
-    for batch in batches:
-        images = np.random.default_rng(0).random((batch, 1, image_size, image_size), dtype=np.float32)
-        runs = timed_runs(lambda: model.run_numpy(images), warmup=1, repeats=5, max_seconds=max_seconds, min_runs=2)
-        rates[f"images_per_s_b{batch}"] = batch / min(runs)
-    return rates
+    """Images per second through onnxruntime at each batch size."""
+    return {f"images_per_s_b{batch}": batch / onnx_seconds(model, image_size, batch, max_seconds) for batch in batches}
 
 
 def score(model: OnnxModel, dataset, bands, batch_size: int = 32) -> dict:

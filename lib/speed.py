@@ -158,8 +158,7 @@ def train_step(model: nn.Module, config: str, batch: int, image_size: int, devic
     model.train()
     trainable = used_parameters(model, image_size)
     net, memory_format, precision = prepare(model, config, device)
-    optimization = Optimization(torch.optim.AdamW(trainable, lr=1e-5),
-                                torch.amp.GradScaler(device.type, enabled=precision == "fp16"), precision)
+    optimization = Optimization.for_precision(torch.optim.AdamW(trainable, lr=1e-5), precision, device)
     objective = SupervisedObjective(FocalTverskyLoss())
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(batch, 1, image_size, image_size, generator=generator).to(device, memory_format=memory_format)

@@ -2,7 +2,7 @@
 distillation cost measurement (lib_kd/speed_kd.py) all call `optimizer_step`, so what is measured is
 what trains.
 
-    optimization = Optimization(optimizer, scaler, precision="bf16", lr=5e-4, warmup_steps=30)
+    optimization = Optimization.for_precision(optimizer, "bf16", device, lr=5e-4, warmup_steps=30)
     loss, extras = optimizer_step(net, objective, images, targets, optimization, step)
 
 `objective(model, images, targets) -> (loss, {column: value})` is the engine's loss plug-in.
@@ -37,6 +37,14 @@ class Optimization:
     precision: str = "fp32"
     lr: float = 0.0
     warmup_steps: int = 0
+
+    @classmethod
+    def for_precision(cls, optimizer: torch.optim.Optimizer, precision: str, device: torch.device, lr: float = 0.0,
+                      warmup_steps: int = 0) -> "Optimization":
+        """With the grad scaler `precision` needs: loss scaling under fp16 only (bf16 and fp32 keep float32's
+        exponent range, so the scaler passes through)."""
+        scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        return cls(optimizer, scaler, precision, lr, warmup_steps)
 
 
 def warm_up(optimization: Optimization, step: int) -> None:

@@ -36,9 +36,8 @@ def kd_epoch_cost(c: dict, rounds: int = 3) -> dict:
     loader = make_loader(train_set, c, True, device, torch.Generator().manual_seed(0))
     teacher = load_teacher(c["TEACHER_CHECKPOINT"], c)
     student = build_model(c["STUDENT"], student_args(c)).to(device, memory_format=memory_format).train()
-    optimization = Optimization(torch.optim.AdamW(student.parameters(), lr=1e-5),
-                                torch.amp.GradScaler(device.type, enabled=settings["precision"] == "fp16"),
-                                settings["precision"])
+    optimization = Optimization.for_precision(torch.optim.AdamW(student.parameters(), lr=1e-5),
+                                              settings["precision"], device)
     supervised = supervised_loss(c).to(device)
     distillation = KDObjective(teacher, DistillationLoss(supervised, c["KD_TEMPERATURE"], c["KD_ALPHA"], c["KD_BETA"]))
     distillation.to(device, memory_format)
