@@ -137,17 +137,21 @@ def build_dataset(data: dict, constants: dict, root: Path, split: str, bands):
     return checkpoint_dataset(data, constants, root, split, bands, preload=constants["PRELOAD"]), bands
 
 
-def evaluate_checkpoint(model, checkpoint: dict, path: Path, root: Path, split: str, bands, batch_size: int,
-                        device, precision: str = "auto", workers="auto", progress: bool = False) -> dict:
-    """Metrics of a loaded checkpoint (lib.checkpoint.load_model) on `root/split`, computed as in training:
-    the dataset is built from checkpoint["data"] (normalization, bands, image size) and scored by
-    lib.engine.evaluate. Returns one result row."""
-    data = checkpoint.get("data") or {}
+def checkpoint_split(checkpoint: dict, root: Path, split: str, bands):
+    """(dataset, bands) of `root/split` as the checkpoint's training run read it (build_dataset)."""
     constants = with_defaults(checkpoint.get("constants") or {})
     try:
-        dataset, bands = build_dataset(data, constants, root, split, bands)
+        return build_dataset(checkpoint.get("data") or {}, constants, root, split, bands)
     except DataError as error:
         raise SystemExit(f"error: {error}") from None
+
+
+def evaluate_checkpoint(model, checkpoint: dict, path: Path, dataset, bands, root: Path, split: str, batch_size: int,
+                        device, precision: str = "auto", workers="auto", progress: bool = False) -> dict:
+    """Metrics of a loaded checkpoint (lib.checkpoint.load_model) on `dataset` (checkpoint_split: built from
+    checkpoint["data"], normalization, bands, image size), computed as in training by lib.engine.evaluate.
+    Returns one result row."""
+    constants = with_defaults(checkpoint.get("constants") or {})
     c = {**constants, "BATCH_SIZE": batch_size, "NUM_WORKERS": workers}
     loader = make_loader(dataset, c, False, device, None)
     speed = speed_settings({"PRECISION": precision}, device)  # as in training: "auto" -> the same kernels
@@ -161,12 +165,10 @@ def evaluate_checkpoint(model, checkpoint: dict, path: Path, root: Path, split: 
             "items": len(dataset), "loss": loss, **metrics}
 
 
-def baseline_rows(checkpoint: dict, row: dict, root: Path, split: str) -> list[dict]:
-    """Rows for the threshold baseline and Otsu per image on the data `row` was scored on: the thresholds the
-    checkpoint recorded (fitted on its training split), else thresholds fitted on this split (marked so)."""
-    data = checkpoint.get("data") or {}
-    constants = {**with_defaults(checkpoint.get("constants") or {}), "PRELOAD": False}  # raw values are read from files
-    dataset, bands = build_dataset(data, constants, root, split, row["bands"].split())
+def baseline_rows(checkpoint: dict, row: dict, dataset, bands, split: str) -> list[dict]:
+    """Rows for the threshold baseline and Otsu per image on the data `row` was scored on (`dataset`, whose
+    raw band files they read): the thresholds the checkpoint recorded (fitted on its training split), else
+    thresholds fitted on this split (marked so)."""
     thresholds = recorded_thresholds(checkpoint.get("baseline"), bands)
     fitted_on = (checkpoint.get("baseline") or {}).get("fitted_on", "train")
     if thresholds is None:
@@ -297,7 +299,8 @@ def main(argv=None) -> dict:
         except CheckpointError as error:
             raise SystemExit(f"error: {error}") from None
         root, fold = data_root_for(path, checkpoint, args.data_root)
-        row = evaluate_checkpoint(model, checkpoint, path, root, args.split, args.bands, args.batch_size, device,
+        dataset, bands = checkpoint_split(checkpoint, root, args.split, args.bands)
+        row = evaluate_checkpoint(model, checkpoint, path, dataset, bands, root, args.split, args.batch_size, device,
                                   args.precision, args.workers, args.progress)
         row["fold"] = fold
         row["group"] = group_of(path, row["model"])
@@ -305,7 +308,7 @@ def main(argv=None) -> dict:
         print(f"{path}: {row['model']} on {root} ({args.split}, {row['items']} items): "
               f"IoU {row['iou']:.4f}, F1 {row['f1']:.4f}", file=sys.stderr)
         if args.baselines:
-            rows += baseline_rows(checkpoint, row, root, args.split)
+            rows += baseline_rows(checkpoint, row, dataset, bands, args.split)
         del model
     summary = aggregate([row for row in rows if row.get("kind") != "baseline"])
     print(format_table(rows, summary))
