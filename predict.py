@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from lib.checkpoint import file_sha256
 from lib.errors import InferenceError, ReportedError
 from lib.inference import FUSE, TTA, UNITS
 from lib.mapping.batch import expand_inputs, map_batch, torch_gather
@@ -142,8 +143,9 @@ def predict(args) -> dict:
     model, checkpoint = load_model_any(args.checkpoint, device)  # a .pt checkpoint or an exported .onnx
     if speed["channels_last"]:
         model.to(memory_format=torch.channels_last)
+    # hashed here once: a batch's every scene summary records it (map_scene would hash it per scene)
     model_info = {"name": checkpoint["model"]["name"], "args": checkpoint["model"].get("args"),
-                  "checkpoint": str(args.checkpoint)}
+                  "checkpoint": str(args.checkpoint), "checkpoint_sha256": file_sha256(args.checkpoint)}
     if args.out_dir is not None:
         return run_batch(args, model, checkpoint, options, model_info, rank, world_size)
     *inputs, output = [Path(p) for p in args.paths]

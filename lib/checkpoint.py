@@ -8,6 +8,7 @@ and `last.pt` adds `training_state` (optimizer, scheduler, scaler, counters, RNG
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import pickle
@@ -68,6 +69,15 @@ def atomic_write(path: Path | str, write: Callable[[BinaryIO], None]) -> None:
     finally:
         with contextlib.suppress(OSError):
             temporary.unlink(missing_ok=True)
+
+
+def file_sha256(path: Path | str) -> str:
+    """Hex SHA-256 of a file, read 1 MiB at a time (a checkpoint can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def save_checkpoint(checkpoint: dict, path: Path | str) -> None:

@@ -10,7 +10,6 @@ from lib.bands import band_range, normalization_table
 from lib.config import resolve_constants
 from lib.dataset import BandPatchDataset
 
-DATA_FORMATS = ("bands", "kompsat5")
 KOMPSAT5_BANDS = ("HH",)
 
 

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from lib.augmentation import seed_worker
-from lib.baseline import threshold_baseline
+from lib.baseline import baseline_line, threshold_baseline
 from lib.checkpoint import FORMAT, load_state, plain, read_checkpoint
 from lib.checkpoint_saver import CheckpointSaver, deferred_sigint  # noqa: F401 (deferred_sigint: re-exported)
 from lib.config import with_defaults
@@ -276,9 +276,14 @@ def build_run(constants: dict, model_name: str, model_args: dict, objective: Cal
         keep_freed_memory()  # no page faults for every step's activations (up to 4x faster steps here)
     memory_format = torch.channels_last if speed["channels_last"] else torch.contiguous_format
     seed_everything(c["SEED"])
+    resumed = read_resume(c, constants, model_name, model_args, world_size) if c["RESUME"] else None
 
     train_set, val_set = build_datasets(c, log=log)
-    baseline = threshold_baseline(train_set, val_set, c["VAL_BANDS"], log)  # what one threshold per band scores
+    if resumed and resumed[0].get("baseline") is not None:  # resume changes no data: the recorded fit holds
+        baseline = resumed[0]["baseline"]
+        log(baseline_line(baseline))
+    else:
+        baseline = threshold_baseline(train_set, val_set, c["VAL_BANDS"], log)  # what one threshold per band scores
     generator = torch.Generator().manual_seed(c["SEED"])
     train_loader = make_loader(train_set, c, True, device, generator, rank, world_size)
     val_loader = make_loader(val_set, c, False, device, None, rank, world_size)
@@ -310,8 +315,8 @@ def build_run(constants: dict, model_name: str, model_args: dict, objective: Cal
               parameters_trained=sum(p.numel() for p in trainable), encoder_weights=encoder_weights, loss_fn=loss_fn,
               objective=objective, optimization=optimization, plateau=plateau, started=started,
               extra_summary=extra_summary, baseline=baseline)
-    if c["RESUME"]:
-        resume(run)
+    if resumed:
+        resume(run, *resumed)
     return run
 
 
@@ -333,14 +338,20 @@ def wrap(model: nn.Module, c: dict, world_size: int, compile_model: bool) -> nn.
     return torch.compile(net) if compile_model else net
 
 
-def resume(run: Run) -> None:
-    """Model, optimizer, schedulers, scaler and counters from OUTPUT_DIR/last.pt."""
-    last = run.output_dir / "last.pt"
+def read_resume(c: dict, constants: dict, model_name: str, model_args: dict, world_size: int) -> tuple[dict, dict]:
+    """(last.pt, the changes resume allows) of the run RESUME continues, refused before any data is read
+    when it is not the same run."""
+    last = output_dir_of(c, model_name) / "last.pt"
     if not last.is_file():
         raise CheckpointError(f"RESUME=1 but {last} does not exist (start without RESUME, or set OUTPUT_DIR "
                               f"to the folder of the run to continue)")
     checkpoint = read_checkpoint(last)
-    changes = check_resume(checkpoint, last, run.constants, run.model_name, run.model_args, run.data_info, run.world_size)
+    return checkpoint, check_resume(checkpoint, last, constants, model_name, model_args, data_settings(c), world_size)
+
+
+def resume(run: Run, checkpoint: dict, changes: dict) -> None:
+    """Model, optimizer, schedulers, scaler and counters from OUTPUT_DIR/last.pt (read by `read_resume`)."""
+    last = run.output_dir / "last.pt"
     state = checkpoint["training_state"]
     load_state(run.model, checkpoint["state_dict"], str(last))
     run.optimization.optimizer.load_state_dict(state["optimizer"])

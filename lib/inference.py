@@ -140,9 +140,8 @@ class RasterReader:
         for b in self.bands:
             if not 1 <= b <= dataset.count:
                 raise InferenceError(f"{dataset.name}: band {b} requested, the raster has {dataset.count}")
-        self.dataset, self.band = dataset, self.bands[0]
+        self.dataset = dataset
         self.height, self.width = dataset.height, dataset.width
-        self.nodata = dataset.nodatavals[self.band - 1]
 
     def read(self, row0: int, row1: int) -> np.ndarray:
         from rasterio.windows import Window

@@ -8,7 +8,6 @@ defaults (plus image_size where it takes one); STUDENT_ARGS, a dict, is applied 
 from __future__ import annotations
 
 import ast
-import hashlib
 import inspect
 import shlex
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from pathlib import Path
 from torch import nn
 
 from lib.bands import normalization_name
-from lib.checkpoint import CheckpointError, load_model, plain, read_checkpoint
+from lib.checkpoint import CheckpointError, file_sha256, load_model, plain, read_checkpoint
 from lib.config import DEFAULTS, check_value
 from lib.data import data_settings
 from lib.model import MODELS, parameter_counts
@@ -81,14 +80,6 @@ class Teacher:
         """What summary.json records of the teacher."""
         return {"teacher_checkpoint": str(self.path), "teacher_sha256": self.sha256,
                 "teacher_model": {"name": self.name, "args": plain(self.args)}, "teacher_parameters": self.parameters}
-
-
-def file_sha256(path: Path | str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def freeze(model: nn.Module) -> nn.Module:

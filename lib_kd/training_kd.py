@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,17 +28,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from lib.checkpoint import CheckpointError, load_state, plain
-from lib.config import check_constants
+from lib.config import check_constants, check_value
 from lib.errors import ConfigError
 from lib.data import data_settings, resolve_data_constants
 from lib.dataset import IGNORE_INDEX
 from lib.engine import evaluate, supervised_loss, train
 from lib.model import build_model
+from lib.run_lock import is_main_process
 from lib_kd.model_kd import (Teacher, full_args, inherit_teacher_data, load_teacher, student_args,
                              train_command, train_script)
 from lib.cost import model_cost
 from lib_kd.features import FeatureTap, default_layer, probe, unwrap
-from lib_kd.losses import FEATURE_LOSSES, affinity_loss, channel_wise_loss, feature_loss, match_resolution
+from lib_kd.losses import affinity_loss, channel_wise_loss, feature_loss, match_resolution
 
 
 # ---------------------------------------------------------------------------------------------- loss
@@ -99,14 +99,8 @@ class KDMethods:
 
     @classmethod
     def from_constants(cls, c: dict) -> "KDMethods":
-        methods = cls(**{f: c[name] for f, name in METHOD_CONSTANTS.items() if name in c})
-        for f in ("feature", "cwd", "affinity"):
-            if not getattr(methods, f) >= 0:
-                raise ConfigError(f"{METHOD_CONSTANTS[f]}={getattr(methods, f)!r}: a weight must be >= 0 (0 = off)")
-        if methods.feature_loss not in FEATURE_LOSSES:
-            raise ConfigError(f"KD_FEATURE_LOSS={methods.feature_loss!r}: choose one of {', '.join(FEATURE_LOSSES)}")
-        if int(methods.affinity_grid) < 1:
-            raise ConfigError(f"KD_AFFINITY_GRID={methods.affinity_grid!r}: must be >= 1")
+        # the constants table (lib/config.py) knows each one's type and range
+        methods = cls(**{f: check_value(name, c[name]) for f, name in METHOD_CONSTANTS.items() if name in c})
         return methods
 
     @property
@@ -298,7 +292,7 @@ def distill(constants: dict, table: bool = True) -> dict:
     if methods.needs_features:
         features = FeaturePair(name, args, teacher.model, teacher.name, methods, int(c["IMAGE_SIZE"]), int(c["SEED"]))
     check_resumed_methods(c, methods)
-    is_main = int(os.environ.get("RANK", "0")) == 0
+    is_main = is_main_process()
     if is_main:
         print(f"teacher {teacher.name} from {teacher.path}: {teacher.parameters['held']:,} parameters held, "
               f"{teacher.parameters['used']:,} used; T={loss.temperature:g} alpha={loss.alpha:g} beta={loss.beta:g}; "
@@ -342,7 +336,7 @@ def distill_sweep(constants: dict, name: str, values: list) -> list[dict]:
     c = inherit_teacher_data(runs[0][0])
     teacher = load_teacher(c["TEACHER_CHECKPOINT"], c)
     rows = [(f"student {s['model']} {short}={c_run[name]:g}", s, Path(c_run["OUTPUT_DIR"])) for c_run, s in runs]
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main_process():
         print(comparison_table(resolve_data_constants(c), rows, teacher, runs[0][1].get("teacher_val") or {},
                                cost=bool(c.get("COST_TABLE", True))))
     return [s for _, s in runs]

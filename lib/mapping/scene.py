@@ -13,7 +13,6 @@ probability raster that the post-event pass reads row by row.
 """
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
 import warnings
@@ -121,17 +120,34 @@ def resolve_bands(inputs: list[Path], o: SceneOptions, data: dict) -> tuple[list
     return bands, raster_bands
 
 
+def band_groups(paths: list[Path], per_band: list) -> list[tuple[Path, list]]:
+    """(file, its share of a per-band list: raster bands, band names): one file holds every band, or
+    each file one band."""
+    if len(paths) == 1:
+        return [(paths[0], list(per_band))]
+    return [(path, [item]) for path, item in zip(paths, per_band)]
+
+
+def reader_band(wanted: list[int]) -> int | list[int]:
+    """A reader's `band`: an int for one (it reads [rows, width]), the list for several ([bands, rows, width])."""
+    return wanted if len(wanted) > 1 else wanted[0]
+
+
+def stacked(readers: list):
+    """One reader of the scene's bands: the file's own, or the band files' stacked."""
+    return readers[0] if len(readers) == 1 else StackReader(readers)
+
+
 def open_scene(paths: list[Path], raster_bands: list[int]):
     """(reader, grid, closers, info per file) of a scene: one file with one or several bands read, or one
     single-band file per band."""
     from lib.inference import open_input
     readers, closers, infos, grid = [], [], [], None
-    groups = [(paths[0], raster_bands)] if len(paths) == 1 else [(p, [b]) for p, b in zip(paths, raster_bands)]
     try:
-        for path, wanted in groups:
+        for path, wanted in band_groups(paths, raster_bands):
             if not path.is_file():
                 raise InferenceError(f"{path}: input not found")
-            reader, geo, close = open_input(path, wanted if len(wanted) > 1 else wanted[0])
+            reader, geo, close = open_input(path, reader_band(wanted))
             closers.append(close)
             readers.append(reader)
             info = {"path": str(path), "width": reader.width, "height": reader.height,
@@ -144,8 +160,7 @@ def open_scene(paths: list[Path], raster_bands: list[int]):
         for close in closers:
             close()
         raise
-    reader = readers[0] if len(readers) == 1 else StackReader(readers)
-    return reader, grid, closers, infos
+    return stacked(readers), grid, closers, infos
 
 
 def sample_of(path: Path, raster_band: int) -> tuple[np.ndarray, str]:
@@ -162,15 +177,18 @@ def sample_of(path: Path, raster_band: int) -> tuple[np.ndarray, str]:
 
 
 def check_scene_values(paths: list[Path], bands: list[str], raster_bands: list[int], units: str, data: dict,
-                       preprocessors: list, infos: list[dict], warn: Callable, note: Callable) -> None:
-    files = [paths[0]] * len(bands) if len(paths) == 1 else paths
+                       preprocessors: list, warn: Callable) -> None:
+    files = [path for path, names in band_groups(paths, bands) for _ in names]  # the file of each band
     for path, band, raster_band, prep in zip(files, bands, raster_bands, preprocessors):
         sample, dtype = sample_of(path, raster_band)
         checks.check_units(path, sample, dtype, units, band, data["normalization"], raster_band, warn)
         checks.check_nodata_share(path, sample, prep(sample)[1], units, warn)
-    for path, info in zip(paths, infos):
-        checks.note_band(path, info["bands_in_file"], info["bands_read"],
-                         bands if len(paths) == 1 else [bands[paths.index(path)]], note)
+
+
+def note_bands(paths: list[Path], bands: list[str], infos: list[dict], note: Callable) -> None:
+    """Which bands of each multi-band scene file are read (the pre-event scene reads the same ones)."""
+    for (path, names), info in zip(band_groups(paths, bands), infos):
+        checks.note_band(path, info["bands_in_file"], info["bands_read"], names, note)
 
 
 def check_output_kinds(outputs: SceneOutputs, georeferenced: bool) -> None:
@@ -279,14 +297,6 @@ class Sinks:
 
 # ---------------------------------------------------------------------------------------------- the run
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def map_scene(model: nn.Module, data: dict, inputs: list[Path], outputs: SceneOutputs,
               options: SceneOptions | None = None, *, model_info: dict | None = None,
               warn: Callable[[str], None] = warn_stderr, note: Callable[[str], None] = note_stderr) -> dict:
@@ -312,7 +322,8 @@ def map_scene(model: nn.Module, data: dict, inputs: list[Path], outputs: SceneOu
         reader, grid, closers, infos = open_scene(inputs, raster_bands)
         try:
             check_output_kinds(outputs, is_georeferenced(grid))
-            check_scene_values(inputs, bands, raster_bands, units, data, preprocessors, infos, warn, note)
+            check_scene_values(inputs, bands, raster_bands, units, data, preprocessors, warn)
+            note_bands(inputs, bands, infos, note)
             if outputs.flood and not (o.pre or o.reference_water):
                 warn("no --pre or --reference-water: every water pixel is flood (class 1) in the flood raster")
             before, excluded, pre_reader = open_before_layers(o, grid, bands, raster_bands, units, data,
@@ -344,15 +355,12 @@ def open_before_layers(o: SceneOptions, grid: dict, bands, raster_bands, units, 
         if len(pre_paths) not in (1, len(bands)):
             raise InferenceError(f"--pre: give one file, or one per band ({len(bands)}), got {len(pre_paths)}")
         readers = []
-        groups = [(pre_paths[0], raster_bands)] if len(pre_paths) == 1 else \
-            [(p, [b]) for p, b in zip(pre_paths, raster_bands)]
-        for path, wanted in groups:
-            r, close = aligned_reader(path, grid, wanted if len(wanted) > 1 else wanted[0], "bilinear")
+        for path, wanted in band_groups(pre_paths, raster_bands):
+            r, close = aligned_reader(path, grid, reader_band(wanted), "bilinear")
             closers.append(close)
             readers.append(r)
-        check_scene_values(pre_paths, bands, raster_bands, units, data, preprocessors,
-                           [{"bands_in_file": 1, "bands_read": []} for _ in pre_paths], warn, lambda m: None)
-        pre_reader = readers[0] if len(readers) == 1 else StackReader(readers)
+        check_scene_values(pre_paths, bands, raster_bands, units, data, preprocessors, warn)
+        pre_reader = stacked(readers)
     if o.reference_water:
         reference, close = aligned_reader(o.reference_water, grid, 1, "nearest")
         closers.append(close)
@@ -370,13 +378,12 @@ def run_products(model, reader, grid, outputs: SceneOutputs, o: SceneOptions, fi
     if pre_reader is not None:
         # the pre-event scene, mapped with the same model on the post-event grid, into a scratch raster
         started = time.perf_counter()
-        scratch = files.add_scratch(outputs.mask.with_name(f".{outputs.mask.stem}.pre-probability-{id(files)}.tif"))
-        dataset = create_scratch(scratch, grid, "float32", float("nan"))
-        sink = ProbabilitySink(RasterWriter(dataset))
-        predict_tiled(model, pre_reader, sink, preprocessors, **{**engine, "progress": o.progress})
-        sink.writer.close()
-        dataset.close()
-        pre_dataset = rasterio.open(scratch)
+        pre = RasterProduct(outputs.mask.with_name(f".{outputs.mask.stem}.pre-probability.tif"), files, grid,
+                            "float32", float("nan"), as_cog=False)  # a .tif name: a scratch GeoTIFF, never an output
+        predict_tiled(model, pre_reader, ProbabilitySink(pre.writer), preprocessors,
+                      **{**engine, "progress": o.progress})
+        pre.close()
+        pre_dataset = rasterio.open(pre.scratch)
         closers.append(pre_dataset.close)
         before.pre = RasterReader(pre_dataset, 1)
         timings["pre_event_s"] = time.perf_counter() - started
@@ -387,7 +394,8 @@ def run_products(model, reader, grid, outputs: SceneOutputs, o: SceneOptions, fi
     if outputs.probability:
         probability = RasterProduct(outputs.probability, files, grid, "float32", float("nan"))
         products.append(probability)
-    sinks = [MaskSink(mask.writer, probability.writer if probability else None, o.threshold)]
+    water_tally = ClassTally(grid, {0: "not_water", 1: "water"})
+    sinks = [MaskSink(TallyWriter(mask.writer, water_tally), probability.writer if probability else None, o.threshold)]
     if outputs.uncertainty:
         uncertainty = RasterProduct(outputs.uncertainty, files, grid, "float32", float("nan"))
         products.append(uncertainty)
@@ -408,8 +416,6 @@ def run_products(model, reader, grid, outputs: SceneOutputs, o: SceneOptions, fi
                                   PROBABILITY_NODATA, as_cog=False)
         products.append(quantized)
         sinks.append(ProbabilitySink(quantized.writer, quantized=True))
-    water_tally = ClassTally(grid, {0: "not_water", 1: "water"})
-    sinks.append(TallySink(water_tally, o.threshold))
     started = time.perf_counter()
     stats = predict_tiled(model, reader, Sinks(sinks), preprocessors, uncertainty=bool(outputs.uncertainty),
                           **engine)
@@ -432,14 +438,19 @@ def run_products(model, reader, grid, outputs: SceneOutputs, o: SceneOptions, fi
             "timings": timings}
 
 
-class TallySink:
-    def __init__(self, tally: ClassTally, threshold: float):
-        self.tally, self.threshold = tally, threshold
+class TallyWriter:
+    """Counts the rows on their way to `writer`: the water tally takes the mask MaskSink writes, so the
+    probabilities are thresholded once."""
 
-    def write(self, row0: int, probability: np.ndarray, invalid: np.ndarray, **extra) -> None:
-        values = (probability >= self.threshold).astype(np.uint8)
-        values[invalid] = NODATA
-        self.tally.add(row0, values)
+    def __init__(self, writer, tally: ClassTally):
+        self.writer, self.tally = writer, tally
+
+    def write(self, row0: int, rows: np.ndarray) -> None:
+        self.tally.add(row0, rows)
+        self.writer.write(row0, rows)
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 def read_whole(product: RasterProduct) -> np.ndarray:
@@ -468,7 +479,8 @@ def scene_summary(result: dict, data: dict, model_info: dict | None, inputs, inf
     stats, sink = result["stats"], result["mask_sink"]
     megapixels = stats["height"] * stats["width"] / 1e6
     info = dict(model_info or {})
-    if info.get("checkpoint") and "checkpoint_sha256" not in info:
+    if info.get("checkpoint") and "checkpoint_sha256" not in info:  # predict.py hashes once for all scenes
+        from lib.checkpoint import file_sha256
         info["checkpoint_sha256"] = file_sha256(Path(info["checkpoint"]))
     timings = {**result["timings"], "total_s": time.perf_counter() - started}
     return {**stats, "band": ",".join(bands), "units": units, "tile": tile, "overlap": overlap,

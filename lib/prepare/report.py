@@ -165,8 +165,7 @@ def read_split(root: Path, name: str) -> SplitStats:
             stats.skipped["label without band files"] += 1
             continue
         target = label_to_target(read_npy(label_path))
-        stat = label_path.stat()
-        stats.label_ids.add((stat.st_dev, stat.st_ino))
+        stats.label_ids.add(stat_id(label_path))
         stats.patches += 1
         for band in sorted(found, key=list(BAND_RANGES).index):
             values = read_npy(found[band]).astype(np.float32, copy=False)

@@ -173,9 +173,9 @@ class Sen1Floods11:
 
     def listed_chips(self) -> dict[str, str]:
         """{chip: split} from the split files (rows: S1 file name, label file name)."""
-        listed = {}
-        self.split_paths = list(self.split_files().values())
-        for split, path in self.split_files().items():
+        listed, found = {}, self.split_files()  # found once: each split file name is a walk of the source
+        self.split_paths = list(found.values())
+        for split, path in found.items():
             with open(path, newline="") as handle:
                 for row in csv.reader(handle):
                     if not row or not row[0].strip():
@@ -253,7 +253,8 @@ class PatternChips:
             raise DataError(f"{self.index.root}: no file matches the image pattern {self.image_patterns[0]!r} "
                             f"({len(self.index.paths)} GeoTIFFs found); set --image-pattern")
         chips, skips = [], []
-        image_files = {path for pattern in self.image_patterns for path in self.index.matching(pattern).values()}
+        image_files = {*first.values(),
+                       *(path for pattern in self.image_patterns[1:] for path in self.index.matching(pattern).values())}
         for chip_id in sorted(c for c in set(labels) - set(first) if labels[c] not in image_files):
             skips.append(Skip("label without image", f"{labels[chip_id]}: no image {self.image_patterns[0].format(chip=chip_id)}"))
         per_file = len(self.bands) if len(self.image_patterns) == 1 else 1
