@@ -19,6 +19,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 from lib.errors import ConfigError
 
+# KOMPSAT-5 training crops (K5_TRAIN_CROP); lib.kompsat5.dataset checks its `crop` argument against the same
+# tuple, so a new mode is added in one place
+K5_TRAIN_CROPS = ("random", "tiles")
+
 # Defaults for the constants a script may leave out; a script's own constants override these.
 DEFAULTS = dict(
     DATA_FORMAT="bands", DATA_ROOT="02_kfold", TRAIN_LIST="train.txt", VAL_LIST="val.txt",
@@ -293,7 +297,7 @@ CONSTANTS: dict[str, Spec] = {
     "CHANNELS_MLP": Spec(integer(1), "an integer >= 1", none="2 * HIDDEN"),
     # KOMPSAT-5 (DATA_FORMAT=kompsat5)
     "CALIBRATION_DB": Spec(number(), "a finite number (dB)"),
-    "K5_TRAIN_CROP": Spec(one_of("random", "tiles"), "random or tiles"),
+    "K5_TRAIN_CROP": Spec(one_of(*K5_TRAIN_CROPS), " or ".join(K5_TRAIN_CROPS)),
     "K5_CROPS_PER_SCENE": Spec(integer(1), "an integer >= 1"),
     # distillation (kd.py)
     "TEACHER_CHECKPOINT": Spec(text, "a checkpoint path"),

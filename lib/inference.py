@@ -451,13 +451,8 @@ def tta_probabilities(model: nn.Module, batch: torch.Tensor, views: list, device
 def open_raster(path: Path):
     """The rasterio dataset of `path` (GDAL's warnings, e.g. "not georeferenced", kept quiet), or one
     InferenceError naming the file."""
-    import rasterio
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return rasterio.open(path)
-    except Exception as error:
-        raise InferenceError(f"{path}: cannot open the raster ({error})") from None
+    from lib.raster_io import open_quietly  # on first use, like rasterio itself
+    return open_quietly(path, InferenceError, "{path}: cannot open the raster ({error})", quiet_all=True)
 
 
 def open_input(path: Path, raster_band=1):

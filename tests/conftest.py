@@ -1,18 +1,44 @@
 """Shared fixtures: tiny demo datasets made on the fly (64x64 patches) and tiny training constants."""
 from __future__ import annotations
 
+import csv
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from affine import Affine
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lib.bands import SAR_DB_RANGE  # noqa: E402
 from lib.synthetic.demo import make_demo_dataset  # noqa: E402
 
 TINY_SIZE = 64
 REAL_DATA = ROOT.parent / "shared" / "data" / "sen1floods11_spain" / "02_kfold"
+RANGES = {"VV": list(SAR_DB_RANGE), "VH": list(SAR_DB_RANGE)}   # a checkpoint's "normalization" for VV, VH
+UTM = Affine(10.0, 0.0, 440_000.0, 0.0, -10.0, 4_480_000.0)     # EPSG:32630, 10 m pixels
+
+
+def write_geotiff(path: Path, array, *, crs: str, transform: Affine, dtype=None, nodata=None) -> Path:
+    """A GTiff of `array` ([H, W], [bands, H, W] or a list of [H, W] bands) cast to `dtype` (default: the
+    array's own), its folder made first; the raster every test module writes its inputs with."""
+    import rasterio  # here: conftest is loaded by every test module, most of which never write a raster
+    array = np.asarray(array)
+    array = array if array.ndim == 3 else array[None]
+    dtype = array.dtype if dtype is None else np.dtype(dtype)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", driver="GTiff", height=array.shape[1], width=array.shape[2], count=array.shape[0],
+                       dtype=dtype.name, crs=crs, transform=transform, nodata=nodata) as dataset:
+        dataset.write(array.astype(dtype, copy=False))
+    return path
+
+
+def history(output: Path) -> list[dict]:
+    """The rows of a run's history.csv, one dict per epoch (values as text)."""
+    with open(output / "history.csv") as file:
+        return list(csv.DictReader(file))
 
 
 @pytest.fixture(scope="module")

@@ -131,10 +131,6 @@ def test_none_is_accepted_only_where_it_means_something():
 
 # -------------------------------------------------------------------------- the user path: scripts
 
-def namespace(script: str) -> dict:
-    return script_literals(script)
-
-
 @pytest.mark.parametrize("script, arg, fragment", [
     ("train_pspmixer.py", "IMAGE_SIZE=None", "IMAGE_SIZE=None: expected an integer >= 8"),
     ("train_pspmixer.py", "EPOCHS=None", "EPOCHS=None: expected an integer >= 1"),
@@ -156,7 +152,7 @@ def namespace(script: str) -> dict:
 def test_bad_value_is_one_error_line_before_any_work(script, arg, fragment, capsys):
     args = [arg, "IMAGE_SIZE=256"] if script == "kd.py" and arg.startswith("PATCH") else [arg]
     with pytest.raises(SystemExit) as exit_info:
-        run(lambda: load_constants(namespace(script), args))
+        run(lambda: load_constants(script_literals(script), args))
     lines = capsys.readouterr().err.splitlines()
     assert exit_info.value.code == 1 and len(lines) == 1 and lines[0].startswith("error: "), lines
     assert fragment in lines[0]
@@ -164,17 +160,17 @@ def test_bad_value_is_one_error_line_before_any_work(script, arg, fragment, caps
 
 def test_script_defaults_that_are_out_of_range_are_refused_too():
     with pytest.raises(ConfigError, match="BATCH_SIZE=0: expected an integer >= 1"):
-        load_constants({**namespace("train_unetlight.py"), "BATCH_SIZE": 0}, [])
+        load_constants({**script_literals("train_unetlight.py"), "BATCH_SIZE": 0}, [])
 
 
 def test_loaded_constants_are_typed():
-    c = load_constants(namespace("train_pspmixer.py"),
+    c = load_constants(script_literals("train_pspmixer.py"),
                        ["CHANNELS_LAST=0", "COMPILE=1", "NUM_WORKERS=2", "PRELOAD=false", "DEVICE=CPU",
                         'OUTPUT_DIR="/tmp/x"', "TRAIN_BANDS=VV,VH", "TOKENS_MLP=None", "PATCH=32"])
     assert (c["CHANNELS_LAST"], c["COMPILE"], c["NUM_WORKERS"], c["PRELOAD"], c["DEVICE"]) == (False, True, 2, False, "cpu")
     assert c["OUTPUT_DIR"] == "/tmp/x" and c["TRAIN_BANDS"] == ("VV", "VH") and c["TOKENS_MLP"] is None
     assert c["PATCH"] == 32 and c["PRECISION"] == "auto"  # machine-dependent placeholders: lib.runtime resolves
-    kd = load_constants(namespace("kd.py"), ["STUDENT_ARGS={'width': 8}", "STUDENT=UnetLight"])
+    kd = load_constants(script_literals("kd.py"), ["STUDENT_ARGS={'width': 8}", "STUDENT=UnetLight"])
     assert kd["STUDENT_ARGS"] == {"width": 8} and kd["IMAGE_SIZE"] is None  # None: the teacher's, filled by lib_kd
     assert "AUGMENT" not in c  # what a checkpoint records: the script's own constants, as given
 
@@ -196,7 +192,7 @@ def test_the_docs_page_lists_every_constant():
 def test_kd_checks_what_it_inherits_from_the_teacher(tiny_pspnet, tiny_data, tmp_path):
     from lib_kd.training_kd import distill
     output = tmp_path / "kd"
-    c = load_constants(namespace("kd.py"), [f"TEACHER_CHECKPOINT={tiny_pspnet}", f"DATA_ROOT={tiny_data}",
+    c = load_constants(script_literals("kd.py"), [f"TEACHER_CHECKPOINT={tiny_pspnet}", f"DATA_ROOT={tiny_data}",
                                             f"OUTPUT_DIR={output}", "PATCH=24", "DEVICE=cpu", "NUM_WORKERS=0"])
     assert c["IMAGE_SIZE"] is None  # so PATCH can only be checked against the teacher's 64
     with pytest.raises(ConfigError, match="PATCH=24: expected an integer >= 1 that divides IMAGE_SIZE=64"):

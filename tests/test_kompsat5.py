@@ -15,7 +15,7 @@ import rasterio
 import torch
 from affine import Affine
 
-from conftest import ROOT
+from conftest import ROOT, write_geotiff
 from lib.bands import BAND_RANGES
 from lib.checkpoint import read_checkpoint
 from lib.data import build_datasets, data_settings
@@ -39,13 +39,8 @@ def k5_data(tmp_path_factory) -> Path:
 
 
 def write_tiff(path: Path, array: np.ndarray) -> Path:
-    array = array if array.ndim == 3 else array[None]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    transform = Affine(3.0, 0.0, 400000.0, 0.0, -3.0, 4100000.0)
-    with rasterio.open(path, "w", driver="GTiff", width=array.shape[2], height=array.shape[1], count=array.shape[0],
-                       dtype=array.dtype.name, crs="EPSG:32652", transform=transform) as dst:
-        dst.write(array)
-    return path
+    """A 3 m KOMPSAT-5-like GeoTIFF in EPSG:32652 (the published scenes' zone), no nodata tag."""
+    return write_geotiff(path, array, crs="EPSG:32652", transform=Affine(3.0, 0.0, 400000.0, 0.0, -3.0, 4100000.0))
 
 
 def k5_constants(root: Path, **overrides) -> dict:

@@ -17,15 +17,14 @@ from rio_cogeo.cogeo import cog_validate
 from shapely.geometry import Polygon
 
 import predict
-from lib.bands import SAR_DB_RANGE, normalize
+from conftest import RANGES, UTM, write_geotiff
+from lib.bands import normalize
 from lib.checkpoint import FORMAT, save_checkpoint
 from lib.inference import ArrayReader, ArrayWriter, MaskSink, make_preprocess, predict_tiled
 from lib.mapping.flood import BEFORE_WATER, DRY, FLOOD, NODATA, ClassTally
 from lib.mapping.vector import PROBABILITY_SCALE, polygonize
 from lib.model import build_model
 
-RANGES = {"VV": list(SAR_DB_RANGE), "VH": list(SAR_DB_RANGE)}
-UTM = Affine(10.0, 0.0, 440_000.0, 0.0, -10.0, 4_480_000.0)   # EPSG:32630, 10 m pixels
 WATER_DB, LAND_DB = -20.0, -8.0
 H, W = 300, 400
 
@@ -57,13 +56,8 @@ def threshold_checkpoint(tmp_path_factory):
 
 
 def write_raster(path, bands, transform=UTM, crs="EPSG:32630", nodata=np.nan, dtype="float32"):
-    bands = [bands] if np.ndim(bands) == 2 else bands
-    height, width = bands[0].shape
-    with rasterio.open(path, "w", driver="GTiff", height=height, width=width, count=len(bands), dtype=dtype,
-                       crs=crs, transform=transform, nodata=nodata) as dataset:
-        for index, band in enumerate(bands, 1):
-            dataset.write(np.asarray(band, dtype=dtype), index)
-    return path
+    """A dB scene (one band or a list of bands) on the UTM grid, NaN as nodata, unless told otherwise."""
+    return write_geotiff(path, bands, crs=crs, transform=transform, dtype=dtype, nodata=nodata)
 
 
 def scene_db(water: np.ndarray) -> np.ndarray:

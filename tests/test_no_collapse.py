@@ -6,11 +6,9 @@ every pixel is scored on its own and the model learns within a few epochs.
 """
 from __future__ import annotations
 
-import csv
-
 import pytest
 
-from conftest import tiny_constants
+from conftest import history, tiny_constants
 from lib.engine import train
 from lib.synthetic.demo import make_demo_dataset
 
@@ -33,16 +31,11 @@ def val_water_share(root) -> float:
     return float(sum((a == 1).sum() for a in labels) / sum(((a == 0) | (a == 1)).sum() for a in labels))
 
 
-def val_ious(output) -> list[float]:
-    with open(output / "history.csv") as f:
-        return [float(row["val_iou"]) for row in csv.DictReader(f)]
-
-
 def seven_band_run(root, output, model: str, args: dict, epochs: int, bce_weight: float) -> list[float]:
     constants = tiny_constants(root, output, EPOCHS=epochs, BATCH_SIZE=8, PATIENCE=epochs, BCE_WEIGHT=bce_weight)
     assert constants.get("TRAIN_BANDS") is None  # the default: one random band of all seven per sample
     train(constants, model, args)
-    return val_ious(output)
+    return [float(row["val_iou"]) for row in history(output)]
 
 
 def test_pspmixer_learns_with_bce_and_stays_all_water_without(small_demo, tmp_path):

@@ -5,16 +5,15 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from affine import Affine
 
 import predict
-from lib.bands import SAR_DB_RANGE, normalize
+from conftest import RANGES, UTM, write_geotiff
+from lib.bands import normalize
 from lib.checkpoint import FORMAT, save_checkpoint
 from lib.inference import (ArrayReader, ArrayWriter, InferenceError, MaskSink, blend_window, make_preprocess,
                            predict_tiled, tile_origins)
 from lib.model import build_model
 
-RANGES = {"VV": list(SAR_DB_RANGE), "VH": list(SAR_DB_RANGE)}
 NODATA_VALUE = -9999.0
 
 
@@ -59,12 +58,8 @@ def geotiff(tmp_path_factory):
     raw[10:20, 30:45] = np.nan
     raw[100:103, 5:9] = NODATA_VALUE
     raw[149, 229] = np.inf
-    path = folder / "scene.tif"
-    transform = Affine(10.0, 0.0, 440_000.0, 0.0, -10.0, 4_480_000.0)
-    with rasterio.open(path, "w", driver="GTiff", height=150, width=230, count=1, dtype="float32",
-                       crs="EPSG:32630", transform=transform, nodata=NODATA_VALUE) as dataset:
-        dataset.write(raw, 1)
-    return path, raw, transform
+    path = write_geotiff(folder / "scene.tif", raw, crs="EPSG:32630", transform=UTM, nodata=NODATA_VALUE)
+    return path, raw, UTM
 
 
 def test_tile_origins_cover_every_pixel_and_stay_inside():
@@ -282,14 +277,8 @@ def test_an_output_that_is_an_input_or_another_output_is_refused(mlp_checkpoint,
 
 
 def write_single(path, array, dtype):
-    with rasterio.open(path, "w", driver="GTiff", height=array.shape[-2], width=array.shape[-1],
-                       count=1 if array.ndim == 2 else len(array), dtype=dtype, crs="EPSG:32630",
-                       transform=Affine(10.0, 0.0, 440_000.0, 0.0, -10.0, 4_480_000.0)) as dataset:
-        if array.ndim == 2:
-            dataset.write(array.astype(dtype), 1)
-        else:
-            dataset.write(array.astype(dtype))
-    return path
+    """A scene on the UTM grid with no nodata tag, so only the values say what units they are in."""
+    return write_geotiff(path, array, crs="EPSG:32630", transform=UTM, dtype=dtype)
 
 
 def test_values_must_look_like_the_declared_units(mlp_checkpoint, tmp_path):

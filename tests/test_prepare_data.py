@@ -13,9 +13,10 @@ import pytest
 import rasterio
 from affine import Affine
 
-from conftest import REAL_DATA, ROOT
+from conftest import REAL_DATA, ROOT, write_geotiff
 from lib.dataset import IGNORE_INDEX, index_split, label_to_target
 from lib.errors import ConfigError, DataError
+from lib.prepare.output import write_patch
 from lib.prepare.report import BINS_PER_RANGE, band_edges, build_report, collect, read_split
 from lib.prepare.sources import Chip
 from lib.prepare.splits import assign, cut, grid, group_of
@@ -28,14 +29,9 @@ S2_NAMES = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", 
 
 
 def write_tif(path: Path, array, nodata=None, dtype=None) -> Path:
-    array = np.asarray(array)
-    array = array if array.ndim == 3 else array[None]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(path, "w", driver="GTiff", width=array.shape[2], height=array.shape[1], count=array.shape[0],
-                       dtype=dtype or array.dtype, nodata=nodata, crs="EPSG:4326",
-                       transform=Affine(0.001, 0, -3.0, 0, -0.001, 40.0)) as dataset:
-        dataset.write(array)
-    return path
+    """A chip in EPSG:4326 near Spain, as the Sen1Floods11 release ships them."""
+    return write_geotiff(path, array, crs="EPSG:4326", transform=Affine(0.001, 0, -3.0, 0, -0.001, 40.0),
+                         dtype=dtype, nodata=nodata)
 
 
 def windows(array: np.ndarray):
@@ -332,21 +328,13 @@ def test_command_line_error_line_and_no_abbreviations(tmp_path):
 
 # -------------------------------------------------------------------------------------------- report
 
-def write_patch(root: Path, split: str, patch_id: str, label, **bands) -> None:
-    for folder in ("img", "lab"):
-        (root / split / folder).mkdir(parents=True, exist_ok=True)
-    np.save(root / split / "lab" / f"{patch_id}.npy", np.asarray(label, np.uint8))
-    for band, values in bands.items():
-        np.save(root / split / "img" / f"{patch_id}_{band}.npy", np.asarray(values, np.float32))
-
-
 def test_report_numbers_by_hand(tmp_path, monkeypatch):
     import lib.bands
     monkeypatch.setattr(lib.bands, "BAND_RANGES", lib.bands.NORMALIZATIONS["published"])  # the -22.2 .. 0 dB range
     root = tmp_path / "layout"
-    write_patch(root, "train", "a_r0c0", [[1, 1, 0, 0], [1, 1, 0, 255]],
-                VV=[[-30, -25, -10, -5], [-28, np.nan, 2, -8]], XX=np.zeros((2, 4)))
-    write_patch(root, "val", "b_r0c0", [[1, 1], [0, 0]], VV=[[-20, -12], [-15, -1]])
+    write_patch(root, ["train"], "a_r0c0", {"VV": [[-30, -25, -10, -5], [-28, np.nan, 2, -8]], "XX": np.zeros((2, 4))},
+                [[1, 1, 0, 0], [1, 1, 0, 255]])
+    write_patch(root, ["val"], "b_r0c0", {"VV": [[-20, -12], [-15, -1]]}, [[1, 1], [0, 0]])
     report, _ = build_report(root)
     vv = report["splits"]["train"]["bands"]["VV"]
     # water: -30, -25, -28 (the NaN pixel and the no-data label left out); land: -10, -5, 2

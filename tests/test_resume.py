@@ -1,5 +1,4 @@
 """Interruption and resume: exact continuation, atomic checkpoints, SIGINT, NaN losses."""
-import csv
 import os
 import signal
 import subprocess
@@ -9,15 +8,11 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT, tiny_constants
+from conftest import ROOT, history, tiny_constants
 from lib.checkpoint import read_checkpoint, save_checkpoint
 from lib.engine import TrainingError, train
 
 ARGS = {"width": 4}
-
-
-def history(path):
-    return list(csv.DictReader(open(path / "history.csv")))
 
 
 def test_killed_after_epoch_two_and_resumed_equals_uninterrupted(tiny_data, tmp_path):

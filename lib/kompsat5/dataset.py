@@ -12,11 +12,12 @@ import torch
 from torch.utils.data import Dataset
 
 from lib.bands import band_range
+from lib.config import K5_TRAIN_CROPS
 from lib.dataset import PRELOAD_BUDGET_BYTES, preload_setting
 from lib.errors import DataError
 from lib.kompsat5.io import BAND, CALIBRATION_DB, check_sample, preprocess, read_list, read_tiff
 
-TRAIN_CROPS = ("random", "tiles")
+TRAIN_CROPS = K5_TRAIN_CROPS  # the name lib.kompsat5 exports
 
 
 class Kompsat5Dataset(Dataset):

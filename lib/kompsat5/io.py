@@ -2,7 +2,6 @@
 checks. Every problem is a DataError naming the list file, the line and the path."""
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 from lib.bands import normalize
 from lib.dataset import IGNORE_INDEX, label_to_target
 from lib.errors import DataError
+from lib.raster_io import open_quietly
 
 BAND = "HH"
 CALIBRATION_DB = 0.0         # dB added to 20*log10(DN); BAND_RANGES["HH"] applies to the sum
@@ -99,14 +99,8 @@ def read_list(root: Path | str, list_file: Path | str) -> list[Sample]:
 
 
 def _open(path: Path):
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        try:
-            return rasterio.open(path)
-        except Exception as error:  # RasterioIOError for garbage bytes, an unknown format, ...
-            raise DataError(f"{path}: not a readable GeoTIFF ({type(error).__name__}: {error})") from None
+    # any failure (RasterioIOError for garbage bytes, an unknown format, ...) is a DataError naming the file
+    return open_quietly(path, DataError, "{path}: not a readable GeoTIFF ({kind}: {error})")
 
 
 def tiff_header(path: Path) -> tuple[int, int, int, str]:

@@ -2,13 +2,13 @@
 IGNORE_INDEX (labels), and label values nobody declared are refused rather than guessed."""
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from lib.dataset import IGNORE_INDEX
 from lib.errors import DataError
+from lib.raster_io import open_quietly
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -18,15 +18,10 @@ class LabelValueError(DataError):
 
 
 def open_raster(path: Path):
-    """An open rasterio dataset; a file GDAL cannot read becomes a DataError naming it."""
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # plain rasters are allowed; prepare.json says so
-            return rasterio.open(path)
-    except RasterioIOError as error:
-        raise DataError(f"{path}: not a readable GeoTIFF ({error})") from None
+    """An open rasterio dataset; a file GDAL cannot read becomes a DataError naming it. Plain
+    (ungeoreferenced) rasters are allowed quietly; prepare.json says so."""
+    from rasterio.errors import RasterioIOError
+    return open_quietly(path, DataError, "{path}: not a readable GeoTIFF ({error})", catch=RasterioIOError)
 
 
 def header(path: Path) -> dict:
