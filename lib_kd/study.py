@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from lib.errors import ConfigError, TrainingError
-from lib_kd.model_kd import PSPMIXER_CONSTANTS, ROOT, script_defaults, train_script
+from lib_kd.model_kd import INHERITED_DATA, PSPMIXER_CONSTANTS, ROOT, inherit_teacher_data, script_defaults, train_script
 
 STUDY_OWN = ("TEACHER_CHECKPOINT", "STUDENTS", "METHODS", "SEEDS", "OUTPUT_DIR", "DRY_RUN")
 
@@ -30,12 +30,24 @@ def as_list(value, name: str, cast=str) -> list:
         raise ConfigError(f"{name}={value!r}: expected a comma-separated list") from None
 
 
+def teacher_data(c: dict, passed: dict) -> dict:
+    """TRAIN_BANDS, VAL_BANDS, IMAGE_SIZE and NORMALIZATION as kd.py resolves them (the teacher's, unless
+    passed), as text: a student trained alone must see the data its distilled twins see."""
+    names = (*INHERITED_DATA, "NORMALIZATION")
+    resolved = inherit_teacher_data({"TEACHER_CHECKPOINT": c.get("TEACHER_CHECKPOINT", ""),
+                                     **{name: passed.get(name) for name in names}})
+    text = lambda value: ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)  # noqa: E731
+    return {name: passed.get(name, text(resolved[name])) for name in names}
+
+
 def run_command(student: str, method: str, overrides: dict | None, seed: int, output: Path, c: dict,
                 passed: dict) -> list[str]:
     """The command of one run: the student's train script for "alone" (overrides None), else kd.py."""
     script = train_script(student) if overrides is None else "kd.py"
     own = script_defaults(ROOT / script)
     wanted = {**passed, "SEED": seed, "OUTPUT_DIR": str(output)}
+    if overrides is None:  # the train script's own defaults (seven bands) are not what kd.py takes
+        wanted = {**teacher_data(c, passed), **wanted}
     if overrides is not None:
         wanted.update({"TEACHER_CHECKPOINT": c["TEACHER_CHECKPOINT"], "STUDENT": student, **overrides})
     if student != "PSPMixer":  # kd.py's PATCH ... are PSPMixer's; another student takes its own defaults

@@ -91,3 +91,23 @@ def test_pspmixer_alone_is_the_student_kd_py_distils(tmp_path):
     given = dict(arg.split("=", 1) for arg in command[2:])
     assert given["HIDDEN"] == "64"  # what the study was given wins
     assert all(given[k] == str(kd[k]) for k in PSPMIXER_CONSTANTS.values() if k != "HIDDEN")
+
+
+def test_alone_trains_on_the_teachers_data(tmp_path):
+    """A student trained alone takes the teacher's bands, size and normalization, as kd.py does, not its
+    train script's seven-band defaults: otherwise "alone" and "distilled" see different data."""
+    import torch
+    from lib.bands import band_range, normalization_table
+    from lib.checkpoint import FORMAT
+    from lib_kd.study import run_command
+    ranges = {band: list(band_range(band, normalization_table("published"))) for band in ("VV", "VH")}
+    teacher = tmp_path / "teacher.pt"
+    torch.save({"format": FORMAT, "data": {"train_bands": ["VV", "VH"], "val_bands": ["VH"], "image_size": 64,
+                                           "normalization": ranges}}, teacher)
+    c = {"TEACHER_CHECKPOINT": str(teacher)}
+    given = dict(arg.split("=", 1) for arg in run_command("UnetLight", "alone", None, 1, tmp_path, c, {})[2:])
+    assert (given["TRAIN_BANDS"], given["VAL_BANDS"], given["IMAGE_SIZE"]) == ("VV,VH", "VH", "64")
+    assert given["NORMALIZATION"] == "published"
+    passed = dict(arg.split("=", 1) for arg in run_command("UnetLight", "alone", None, 1, tmp_path, c,
+                                                           {"VAL_BANDS": "VV"})[2:])
+    assert passed["VAL_BANDS"] == "VV" and passed["TRAIN_BANDS"] == "VV,VH"  # what the study was given wins
