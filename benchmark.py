@@ -83,7 +83,8 @@ def kd_cost(overrides: list[str]) -> dict:
     from lib_kd.speed_kd import kd_epoch_cost
     result = kd_epoch_cost(load_constants(kd_constants(), overrides))
     print(f"one epoch of {result['samples']} samples, batch {result['batch_size']}, {result['precision']}"
-          f"{' + channels_last' if result['channels_last'] else ''}, medians of 3 alternated rounds:")
+          f"{' + channels_last' if result['channels_last'] else ''}, distillation {result['methods']}, "
+          f"medians of 3 alternated rounds:")
     for name in ("student alone", "teacher forward", "distillation"):
         print(f"  {name:16s} {result[name]:7.2f} s")
     print(f"  distillation / (student alone + teacher forward) = {result['ratio']:.2f}")

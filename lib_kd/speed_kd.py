@@ -20,7 +20,7 @@ from lib.runtime import autocast, resolve_device, seed_everything, speed_setting
 from lib.speed import sync
 from lib.step import Optimization, SupervisedObjective, optimizer_step
 from lib_kd.model_kd import inherit_teacher_data, load_teacher, student_args
-from lib_kd.training_kd import DistillationLoss, KDObjective
+from lib_kd.training_kd import DistillationLoss, KDObjective, added_methods
 
 
 def kd_epoch_cost(c: dict, rounds: int = 3) -> dict:
@@ -35,12 +35,15 @@ def kd_epoch_cost(c: dict, rounds: int = 3) -> dict:
     train_set, _ = build_datasets(c, log=lambda *a: None)
     loader = make_loader(train_set, c, True, device, torch.Generator().manual_seed(0))
     teacher = load_teacher(c["TEACHER_CHECKPOINT"], c)
-    student = build_model(c["STUDENT"], student_args(c)).to(device, memory_format=memory_format).train()
-    optimization = Optimization.for_precision(torch.optim.AdamW(student.parameters(), lr=1e-5),
-                                              settings["precision"], device)
+    args = student_args(c)
+    student = build_model(c["STUDENT"], args).to(device, memory_format=memory_format).train()
     supervised = supervised_loss(c).to(device)
-    distillation = KDObjective(teacher, DistillationLoss(supervised, c["KD_TEMPERATURE"], c["KD_ALPHA"], c["KD_BETA"]))
+    methods, features = added_methods(c, teacher, c["STUDENT"], args)  # KD_FEATURE, KD_CWD, ... as kd.py trains
+    distillation = KDObjective(teacher, DistillationLoss(supervised, c["KD_TEMPERATURE"], c["KD_ALPHA"], c["KD_BETA"]),
+                               methods=methods, features=features)
     distillation.to(device, memory_format)
+    trained = [*student.parameters(), *distillation.parameters()]  # the feature adapter trains with the student
+    optimization = Optimization.for_precision(torch.optim.AdamW(trained, lr=1e-5), settings["precision"], device)
     phases = {
         "student alone": lambda: train_epoch(student, SupervisedObjective(supervised), loader, optimization, memory_format),
         "teacher forward": lambda: forward_epoch(teacher.model, loader, settings["precision"], device, memory_format),
@@ -49,7 +52,7 @@ def kd_epoch_cost(c: dict, rounds: int = 3) -> dict:
     seconds = alternated_seconds(phases, rounds, device)
     result = {name: statistics.median(times) for name, times in seconds.items()}
     result["ratio"] = result["distillation"] / (result["student alone"] + result["teacher forward"])
-    return {**result, "samples": len(train_set), "batch_size": c["BATCH_SIZE"], **settings}
+    return {**result, "samples": len(train_set), "batch_size": c["BATCH_SIZE"], "methods": methods.label(), **settings}
 
 
 def train_epoch(model, objective, loader, optimization: Optimization, memory_format) -> None:

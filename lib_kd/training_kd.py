@@ -264,6 +264,15 @@ class KDObjective:
 
 # ------------------------------------------------------------------------------------------------ run
 
+def added_methods(c: dict, teacher: Teacher, name: str, args: dict) -> tuple[KDMethods, FeaturePair | None]:
+    """The methods of kd.py's KD_* constants, and the feature maps they pair (None when no term needs them)."""
+    methods = KDMethods.from_constants(c)
+    features = None
+    if methods.needs_features:
+        features = FeaturePair(name, args, teacher.model, teacher.name, methods, int(c["IMAGE_SIZE"]), int(c["SEED"]))
+    return methods, features
+
+
 def resolve_output_dir(c: dict) -> str:
     return str(c.get("OUTPUT_DIR") or f"runs/kd_{c['STUDENT'].lower()}")
 
@@ -285,12 +294,9 @@ def distill(constants: dict, table: bool = True) -> dict:
         loss = DistillationLoss(supervised_loss(c), c["KD_TEMPERATURE"], c["KD_ALPHA"], c["KD_BETA"])
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    methods = KDMethods.from_constants(c)
     teacher = load_teacher(c["TEACHER_CHECKPOINT"], c)  # TeacherError / CheckpointError name the file
     check_resumed_teacher(c, teacher)
-    features = None
-    if methods.needs_features:
-        features = FeaturePair(name, args, teacher.model, teacher.name, methods, int(c["IMAGE_SIZE"]), int(c["SEED"]))
+    methods, features = added_methods(c, teacher, name, args)
     check_resumed_methods(c, methods)
     is_main = is_main_process()
     if is_main:

@@ -117,6 +117,18 @@ def test_kd_cost_times_student_teacher_and_distillation(tiny_pspnet, tiny_data):
     assert result["ratio"] == pytest.approx(
         result["distillation"] / (result["student alone"] + result["teacher forward"]))
     assert result["samples"] == 8  # the tiny training split, its own data settings taken from the teacher
+    assert result["methods"] == "response"
+
+
+def test_kd_cost_times_the_added_methods(tiny_pspnet, tiny_data, capsys):
+    """--kd KD_FEATURE=1 KD_CWD=0.5 times the objective kd.py would train, adapter included, not response only."""
+    import benchmark
+    result = benchmark.main(["--kd", f"TEACHER_CHECKPOINT={tiny_pspnet}", f"DATA_ROOT={tiny_data}", "PATCH=16",
+                             "HIDDEN=16", "TOKENS_MLP=16", "CHANNELS_MLP=32", "BATCH_SIZE=4", "DEVICE=cpu",
+                             "NUM_WORKERS=0", "KD_FEATURE=1", "KD_CWD=0.5"])
+    assert result["methods"] == "response + feature 1 + cwd 0.5"
+    assert "distillation response + feature 1 + cwd 0.5" in capsys.readouterr().out
+    assert result["distillation"] > 0
 
 
 def test_kd_defaults_of_lib_kd_are_kd_py_constants():
