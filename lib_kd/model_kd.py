@@ -194,12 +194,13 @@ def script_defaults(script: Path) -> dict:
     return constants
 
 
+def value_text(value) -> str:
+    """A constant as NAME=value text: a list or tuple comma-separated ("VV,VH")."""
+    return ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+
+
 def format_value(value) -> str:
-    if isinstance(value, (list, tuple)):
-        text = ",".join(str(v) for v in value)
-    else:
-        text = str(value)
-    return shlex.quote(text)
+    return shlex.quote(value_text(value))
 
 
 def train_command(script: str, c: dict, args: dict | None = None, keys: tuple = (), overrides: dict | None = None) -> str:

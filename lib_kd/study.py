@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 from lib.errors import ConfigError, TrainingError
-from lib_kd.model_kd import INHERITED_DATA, PSPMIXER_CONSTANTS, ROOT, inherit_teacher_data, script_defaults, train_script
+from lib_kd.model_kd import (INHERITED_DATA, PSPMIXER_CONSTANTS, ROOT, inherit_teacher_data, script_defaults,
+                             train_script, value_text)
 
 STUDY_OWN = ("TEACHER_CHECKPOINT", "STUDENTS", "METHODS", "SEEDS", "OUTPUT_DIR", "DRY_RUN")
 
@@ -36,8 +37,7 @@ def teacher_data(c: dict, passed: dict) -> dict:
     names = (*INHERITED_DATA, "NORMALIZATION")
     resolved = inherit_teacher_data({"TEACHER_CHECKPOINT": c.get("TEACHER_CHECKPOINT", ""),
                                      **{name: passed.get(name) for name in names}})
-    text = lambda value: ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)  # noqa: E731
-    return {name: passed.get(name, text(resolved[name])) for name in names}
+    return {name: passed.get(name, value_text(resolved[name])) for name in names}
 
 
 def run_command(student: str, method: str, overrides: dict | None, seed: int, output: Path, c: dict,
@@ -48,7 +48,7 @@ def run_command(student: str, method: str, overrides: dict | None, seed: int, ou
     wanted = {**passed, "SEED": seed, "OUTPUT_DIR": str(output)}
     if overrides is None:  # the train script's own defaults (seven bands) are not what kd.py takes
         wanted = {**teacher_data(c, passed), **wanted}
-    if overrides is not None:
+    else:
         wanted.update({"TEACHER_CHECKPOINT": c["TEACHER_CHECKPOINT"], "STUDENT": student, **overrides})
     if student != "PSPMixer":  # kd.py's PATCH ... are PSPMixer's; another student takes its own defaults
         wanted = {k: v for k, v in wanted.items() if k not in PSPMIXER_CONSTANTS.values()}
