@@ -1,4 +1,4 @@
-"""Benchmark every architecture of lib.model.MODELS, and whole-scene inference with the predict.py engine.
+"""Benchmark every architecture of lib.models.factory.MODELS, and whole-scene inference with the predict.py engine.
 
     python benchmark.py                                   # full run, writes docs/benchmark.md (minutes on a CPU)
     python benchmark.py --models UnetLight PSPMixer-kd --scene-size 4000
@@ -6,7 +6,7 @@
     python benchmark.py --train                            # speed: fp32 eager vs optimized, writes docs/speed.md
 
 Per model (default configuration; PSPMixer twice: the train_pspmixer.py default and the kd.py student):
-parameters held and used in the forward pass (lib.model.parameter_counts), FLOPs of one forward pass on one
+parameters held and used in the forward pass (lib.models.factory.parameter_counts), FLOPs of one forward pass on one
 IMAGE_SIZE x IMAGE_SIZE patch counted by torch.utils.flop_counter.FlopCounterMode (a multiply-add counts
 as 2 FLOPs, as torch counts; only matmul/conv/attention-type ops are counted, not normalization,
 activations or resampling), CPU latency at batch 1 (median ms) and throughput at batch BATCH_SIZE (median
@@ -16,15 +16,15 @@ resident size with the model loaded, so it is what the forward passes need (acti
 Each model runs in a fresh subprocess (unless --in-process), so one model's freed heap cannot hide the
 next one's. The same on CUDA when it is available (torch.cuda.max_memory_allocated above the weights).
 
-Whole scene: megapixels per second of lib.inference.predict_file (what predict.py runs: GeoTIFF read by
+Whole scene: megapixels per second of lib.mapping.inference.predict_file (what predict.py runs: GeoTIFF read by
 windows, tiles of IMAGE_SIZE with IMAGE_SIZE/4 overlap, blending, mask GeoTIFF written by windows,
 quick-look PNG) on a synthetic SCENE_SIZE x SCENE_SIZE float32 GeoTIFF in a temporary folder, for the
 teacher and the students, with the peak resident memory of that process (whole process, and the rise
 during the prediction). Models are randomly initialized: speed does not depend on the weights.
 
---train (lib/speed.py): for every model, parameters held and used, FLOPs and activation bytes per patch,
+--train (lib/bench/speed.py): for every model, parameters held and used, FLOPs and activation bytes per patch,
 training samples/s at its script's batch size and inference images/s at batch 1 and BATCH_SIZE, each in
-float32 eager and in the fastest configuration found (lib.speed.CONFIGS: bf16 autocast, channels_last,
+float32 eager and in the fastest configuration found (lib.bench.speed.CONFIGS: bf16 autocast, channels_last,
 torch.compile; int8 dynamic quantization for inference where a model has Linear layers), with the ratio,
 beside the measured matmul and convolution peaks of the machine in float32 and bfloat16 and each model's
 fraction of them, and the share of each step spent in matrix products and convolutions (torch.profiler);
@@ -39,11 +39,11 @@ from pathlib import Path
 
 import torch
 
-from lib.cost import count_flops  # noqa: F401 - benchmark.count_flops, as before the split
+from lib.bench.cost import count_flops  # noqa: F401 - benchmark.count_flops, as before the split
 from lib.bench.measure import (environment_info, measure_each, measure_model, measure_scenes, model_status,
                                peak_reset_supported, run_speed, setup_process)
 from lib.bench.report import render, render_speed, write_report
-from lib.model import MODELS
+from lib.models.factory import MODELS
 
 IMAGE_SIZE = 256
 BATCH_SIZE = 32              # throughput batch

@@ -5,12 +5,12 @@
     python evaluate.py runs/pspmixer/best.pt --data-root 02_kfold/fold_1 --bands VV --out runs/eval_fold1
 
 Each checkpoint is evaluated with the normalization, bands and image size recorded in it (checkpoint
-["data"]) and with lib.engine.evaluate, the function training validates with, so the numbers match the
+["data"]) and with lib.train.engine.evaluate, the function training validates with, so the numbers match the
 training log. Metrics: IoU, F1, precision, recall and accuracy of the water class per band, from
 confusion counts summed over the whole split (no-data pixels left out), and their mean over bands.
 
 Baselines (--baselines, on by default; --no-baselines off): after each checkpoint, a row for the single
-threshold per band that its training run fitted on its training split (lib/baseline.py; a checkpoint
+threshold per band that its training run fitted on its training split (lib/train/baseline.py; a checkpoint
 without one gets thresholds fitted on the evaluated split, marked so) and a row for Otsu's threshold per
 image, scored on the same data with the same metrics (kind "baseline" in evaluation.csv; "baselines" in
 evaluation.json, beside "results").
@@ -37,14 +37,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lib.baseline import baseline_record, fit_thresholds, recorded_thresholds
+from lib.train.baseline import baseline_record, fit_thresholds, recorded_thresholds
 from lib.checkpoint import CheckpointError
-from lib.dataset import DataError
+from lib.data.dataset import DataError
 from lib.config import with_defaults
-from lib.data import checkpoint_dataset
-from lib.engine import evaluate, make_loader, supervised_loss
-from lib.metrics import METRICS
-from lib.onnx_model import load_model_any
+from lib.data.factory import checkpoint_dataset
+from lib.train.engine import evaluate, make_loader, supervised_loss
+from lib.train.metrics import METRICS
+from lib.bench.onnx_model import load_model_any
 from lib.runtime import resolve_device, speed_settings
 
 DATA_ROOT = "02_kfold"
@@ -118,7 +118,7 @@ def group_of(checkpoint_path: Path, model_name: str) -> str:
 # ---------------------------------------------------------------------------------------- evaluation
 
 def build_dataset(data: dict, constants: dict, root: Path, split: str, bands):
-    """(dataset, bands) of `root` for a checkpoint's data settings (lib.data.checkpoint_dataset: the band
+    """(dataset, bands) of `root` for a checkpoint's data settings (lib.data.factory.checkpoint_dataset: the band
     layout root/split/img, lab, or KOMPSAT-5 list files), once the bands asked for are checked against them."""
     normalization = data.get("normalization") or {}
     if data.get("format", "bands") == "kompsat5":
@@ -149,7 +149,7 @@ def checkpoint_split(checkpoint: dict, root: Path, split: str, bands):
 def evaluate_checkpoint(model, checkpoint: dict, path: Path, dataset, bands, root: Path, split: str, batch_size: int,
                         device, precision: str = "auto", workers="auto", progress: bool = False) -> dict:
     """Metrics of a loaded checkpoint (lib.checkpoint.load_model) on `dataset` (checkpoint_split: built from
-    checkpoint["data"], normalization, bands, image size), computed as in training by lib.engine.evaluate.
+    checkpoint["data"], normalization, bands, image size), computed as in training by lib.train.engine.evaluate.
     Returns one result row."""
     constants = with_defaults(checkpoint.get("constants") or {})
     c = {**constants, "BATCH_SIZE": batch_size, "NUM_WORKERS": workers}

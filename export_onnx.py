@@ -23,7 +23,7 @@ difference to PyTorch and exits with status 1 if it is above --tolerance.
 calibrated on --calibration training patches of the checkpoint's data (its DATA_ROOT, or --data-root),
 written beside the float model as *.int8.onnx, and reports on the validation split the IoU of the float
 and the int8 model (through onnxruntime, the metrics of evaluate.py), their throughput at batch 1 and
-32 on this CPU, and the operators that stay in float (lib/quantize.py). evaluate.py and predict.py take
+32 on this CPU, and the operators that stay in float (lib/bench/quantize.py). evaluate.py and predict.py take
 either .onnx file like a checkpoint.
 """
 from __future__ import annotations
@@ -41,10 +41,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from lib.checkpoint import CheckpointError, load_model
-from lib.data import checkpoint_dataset
+from lib.data.factory import checkpoint_dataset
 from lib.errors import DataError
-from lib.onnx_model import OnnxModel
-from lib.quantize import CALIBRATION_PATCHES, calibration_batches, float_operators, quantize_int8, score, throughput
+from lib.bench.onnx_model import OnnxModel
+from lib.bench.quantize import CALIBRATION_PATCHES, calibration_batches, float_operators, quantize_int8, score, throughput
 
 OPSET = 17
 TOLERANCE = 1e-4             # maximum absolute difference of the logits, ONNX Runtime vs PyTorch

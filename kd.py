@@ -21,7 +21,7 @@ from lib_kd.training_kd import distill, distill_sweep, sweep_values
 
 # distillation
 TEACHER_CHECKPOINT = "runs/pspnet/best.pt"  # any trained checkpoint (PSPNet, Unet, ...)
-STUDENT = "PSPMixer"         # any architecture of lib.model: PSPMixer, UnetLight, MLP_256, ...
+STUDENT = "PSPMixer"         # any architecture of lib.models.factory: PSPMixer, UnetLight, MLP_256, ...
 STUDENT_ARGS = None          # dict of student keyword arguments; None: the PSPMixer constants below
                              # for PSPMixer, the architecture's own defaults otherwise (applied on top if given)
 KD_TEMPERATURE = 4.0         # T: softens both logit maps; the KD term is scaled by T^2
@@ -49,7 +49,7 @@ VAL_LIST = "val.txt"
 TRAIN_BANDS = None           # one drawn at random per sample; None: the teacher's, e.g. VV,VH,B2,B3,B4,NDVI,NDWI
 VAL_BANDS = None             # every validation patch is scored in each; None: the teacher's, e.g. VV,VH
 IMAGE_SIZE = None            # None: the teacher's, e.g. 256
-NORMALIZATION = None         # None: the teacher's; "sar" or "published" (lib/bands.py NORMALIZATIONS)
+NORMALIZATION = None         # None: the teacher's; "sar" or "published" (lib/data/bands.py NORMALIZATIONS)
 # optimization
 EPOCHS = 40
 BATCH_SIZE = 32              # per process under torchrun

@@ -8,7 +8,7 @@ real data.
 Writes DATA_ROOT/train_full/img/WTR*_K5_SYN01.tif (uint16 HH amplitude DN with speckle; DN 0 = no-data
 at a swath edge in some scenes), DATA_ROOT/train_full/mask/*_label.tif (uint16: 255 water, 0 land) and the
 list files DATA_ROOT/train_full/train.txt and val.txt (image<TAB>mask, relative to DATA_ROOT), EPSG:32652,
-3 m pixels. See lib/kompsat5/ (the layout) and lib/synthetic/kompsat5.py (the generator).
+3 m pixels. See lib/data/kompsat5/ (the layout) and lib/synthetic/kompsat5.py (the generator).
 """
 import argparse
 

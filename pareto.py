@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from lib.cli import run
-from lib.pareto import COSTS, pareto
+from lib.bench.pareto import COSTS, pareto
 
 OUTPUT_DIR = "runs/pareto"
 

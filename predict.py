@@ -20,7 +20,7 @@ nodata value in the input), with the input's CRS, transform and size; a float32 
 --reference-water, with --exclude; --polygons (.gpkg / .geojson) with true areas; --summary JSON;
 --uncertainty (std over TTA views / bands). Every option and input is checked before any output is
 created; outputs are written under temporary names and renamed when complete. The engine is
-lib/inference.py, the products lib/mapping/.
+lib/mapping/inference.py, the products lib/mapping/.
 """
 from __future__ import annotations
 
@@ -33,10 +33,10 @@ import torch
 
 from lib.checkpoint import file_sha256
 from lib.errors import InferenceError, ReportedError
-from lib.inference import FUSE, TTA, UNITS
+from lib.mapping.inference import FUSE, TTA, UNITS
 from lib.mapping.batch import expand_inputs, map_batch, torch_gather
 from lib.mapping.scene import SceneOptions, SceneOutputs, map_scene
-from lib.onnx_model import load_model_any
+from lib.bench.onnx_model import load_model_any
 from lib.runtime import keep_freed_memory, resolve_device, speed_settings
 
 BATCH_SIZE = {"cpu": 8, "cuda": 32}  # tiles per forward pass
@@ -131,7 +131,7 @@ def predict(args) -> dict:
         raise InferenceError("under torchrun the scenes of a batch are shared among the processes: "
                              "give the scenes with --out-dir DIR")
     if args.out_dir is not None:
-        from lib.engine import distributed_context
+        from lib.train.engine import distributed_context
         rank, world_size, device = distributed_context(args.device)
     else:
         device = resolve_device(args.device)

@@ -1,4 +1,4 @@
-"""Train DeepUNet (Li et al. 2018; lib/architectures/deepunet.py) for water segmentation, on KOMPSAT-5
+"""Train DeepUNet (Li et al. 2018; lib/models/deepunet.py) for water segmentation, on KOMPSAT-5
 HH scenes (DATA_FORMAT=kompsat5) or the band-agnostic patches.
 
     python train_deepunet.py                      # on the band-agnostic demo data (02_kfold)
@@ -7,14 +7,14 @@ HH scenes (DATA_FORMAT=kompsat5) or the band-agnostic patches.
 """
 from lib.cli import run
 from lib.config import load_constants
-from lib.engine import train
+from lib.train.engine import train
 
 # model (DeepUNet)
 WIDTH = 32                   # channels of the plus (residual) connections, 32 in the paper
 HIDDEN = 64                  # channels inside each block, 64 in the paper
 BATCH_NORM = True            # BN after every conv (as in the authors' code)
 # data
-DATA_FORMAT = "bands"        # "bands" (02_kfold layout) or "kompsat5" (list files of HH GeoTIFFs, lib/kompsat5/)
+DATA_FORMAT = "bands"        # "bands" (02_kfold layout) or "kompsat5" (list files of HH GeoTIFFs, lib/data/kompsat5/)
 DATA_ROOT = "02_kfold"       # kompsat5: the folder the list files' paths start from, e.g. "data_k5"
 TRAIN_LIST = "train_full/train.txt"  # kompsat5 only: list files relative to DATA_ROOT (the published layout)
 VAL_LIST = "train_full/val.txt"

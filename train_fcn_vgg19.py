@@ -1,4 +1,4 @@
-"""Train FCN-8s on a VGG19 trunk (Long et al. 2015; lib/architectures/fcn.py) for water segmentation,
+"""Train FCN-8s on a VGG19 trunk (Long et al. 2015; lib/models/fcn.py) for water segmentation,
 on KOMPSAT-5 HH scenes (DATA_FORMAT=kompsat5) or the band-agnostic patches.
 
     python train_fcn_vgg19.py                      # on the band-agnostic demo data (02_kfold)
@@ -7,7 +7,7 @@ on KOMPSAT-5 HH scenes (DATA_FORMAT=kompsat5) or the band-agnostic patches.
 """
 from lib.cli import run
 from lib.config import load_constants
-from lib.engine import train
+from lib.train.engine import train
 
 # model (FCN8s, backbone vgg19)
 BASE_CHANNELS = 64           # VGG stage widths 64-128-256-512-512, scaled by BASE_CHANNELS / 64
@@ -16,7 +16,7 @@ FC_KERNEL = 7                # fc6 kernel (7 as in the paper)
 BATCH_NORM = True            # BN after every conv: from scratch, a plain VGG trains poorly
 DROPOUT = 0.5                # after fc6 and fc7, as in the paper
 # data
-DATA_FORMAT = "bands"        # "bands" (02_kfold layout) or "kompsat5" (list files of HH GeoTIFFs, lib/kompsat5/)
+DATA_FORMAT = "bands"        # "bands" (02_kfold layout) or "kompsat5" (list files of HH GeoTIFFs, lib/data/kompsat5/)
 DATA_ROOT = "02_kfold"       # kompsat5: the folder the list files' paths start from, e.g. "data_k5"
 TRAIN_LIST = "train_full/train.txt"  # kompsat5 only: list files relative to DATA_ROOT (the published layout)
 VAL_LIST = "train_full/val.txt"

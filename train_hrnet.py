@@ -1,4 +1,4 @@
-"""Train HRNetV2 (Wang, Sun et al. 2020; lib/architectures/hrnet.py, timm backbone, random init) for water
+"""Train HRNetV2 (Wang, Sun et al. 2020; lib/models/hrnet.py, timm backbone, random init) for water
 segmentation, on KOMPSAT-5 HH scenes (DATA_FORMAT=kompsat5) or the band-agnostic patches.
 
     python train_hrnet.py                      # on the band-agnostic demo data (02_kfold)
@@ -7,12 +7,12 @@ segmentation, on KOMPSAT-5 HH scenes (DATA_FORMAT=kompsat5) or the band-agnostic
 """
 from lib.cli import run
 from lib.config import load_constants
-from lib.engine import train
+from lib.train.engine import train
 
 # model (HRNetV2Seg)
 HRNET_VARIANT = "hrnet_w18"  # any timm hrnet: "hrnet_w48" as published (65.8M parameters), "hrnet_w18_small"
 # data
-DATA_FORMAT = "bands"        # "bands" (02_kfold layout) or "kompsat5" (list files of HH GeoTIFFs, lib/kompsat5/)
+DATA_FORMAT = "bands"        # "bands" (02_kfold layout) or "kompsat5" (list files of HH GeoTIFFs, lib/data/kompsat5/)
 DATA_ROOT = "02_kfold"       # kompsat5: the folder the list files' paths start from, e.g. "data_k5"
 TRAIN_LIST = "train_full/train.txt"  # kompsat5 only: list files relative to DATA_ROOT (the published layout)
 VAL_LIST = "train_full/val.txt"

@@ -5,7 +5,7 @@
 """
 from lib.cli import run
 from lib.config import load_constants
-from lib.engine import train
+from lib.train.engine import train
 
 # model
 WIDTHS = (128, 64, 32, 16)    # hidden 1x1-conv widths

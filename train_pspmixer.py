@@ -5,7 +5,7 @@
 """
 from lib.cli import run
 from lib.config import load_constants
-from lib.engine import train
+from lib.train.engine import train
 
 # model
 PATCH = 16                   # patch embedding kernel = stride; tokens = (IMAGE_SIZE / PATCH)^2

@@ -5,7 +5,7 @@
 """
 from lib.cli import run
 from lib.config import load_constants
-from lib.engine import train
+from lib.train.engine import train
 
 # model
 ENCODER_NAME = "mobilenet_v2"

@@ -1,4 +1,4 @@
-"""Train the classic U-Net (Ronneberger et al. 2015; lib/architectures/unet_classic.py) for water
+"""Train the classic U-Net (Ronneberger et al. 2015; lib/models/unet_classic.py) for water
 segmentation, on KOMPSAT-5 HH scenes (DATA_FORMAT=kompsat5) or the band-agnostic patches.
 
     python train_unet_classic.py                      # on the band-agnostic demo data (02_kfold)
@@ -7,14 +7,14 @@ segmentation, on KOMPSAT-5 HH scenes (DATA_FORMAT=kompsat5) or the band-agnostic
 """
 from lib.cli import run
 from lib.config import load_constants
-from lib.engine import train
+from lib.train.engine import train
 
 # model (UNetClassic)
 BASE_CHANNELS = 64           # stage widths 64-128-256-512-1024, scaled by BASE_CHANNELS / 64
 BATCH_NORM = True            # BN after every conv (the paper predates BN)
 DROPOUT = 0.5                # on the bottom stage, as in the paper
 # data
-DATA_FORMAT = "bands"        # "bands" (02_kfold layout) or "kompsat5" (list files of HH GeoTIFFs, lib/kompsat5/)
+DATA_FORMAT = "bands"        # "bands" (02_kfold layout) or "kompsat5" (list files of HH GeoTIFFs, lib/data/kompsat5/)
 DATA_ROOT = "02_kfold"       # kompsat5: the folder the list files' paths start from, e.g. "data_k5"
 TRAIN_LIST = "train_full/train.txt"  # kompsat5 only: list files relative to DATA_ROOT (the published layout)
 VAL_LIST = "train_full/val.txt"

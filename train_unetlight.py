@@ -5,7 +5,7 @@
 """
 from lib.cli import run
 from lib.config import load_constants
-from lib.engine import train
+from lib.train.engine import train
 
 # model
 WIDTH = 16                   # channels of the full-resolution convs; the bottleneck has 2x

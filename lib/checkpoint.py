@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from lib.errors import CheckpointError, OutputError, os_error_text
-from lib.model import build_model
+from lib.models.factory import build_model
 
 FORMAT = "sar-kd-flood/1"
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from lib.errors import ConfigError
 
-# KOMPSAT-5 training crops (K5_TRAIN_CROP); lib.kompsat5.dataset checks its `crop` argument against the same
+# KOMPSAT-5 training crops (K5_TRAIN_CROP); lib.data.kompsat5.dataset checks its `crop` argument against the same
 # tuple, so a new mode is added in one place
 K5_TRAIN_CROPS = ("random", "tiles")
 
@@ -33,7 +33,7 @@ DEFAULTS = dict(
     SYNC_BN=False, OUTPUT_DIR=None, RESUME=False, ENCODER_WEIGHTS=None, PROGRESS=True,
 )
 
-# Where a script deliberately differs from DEFAULTS, and why (tests/test_constants.py holds every script to
+# Where a script deliberately differs from DEFAULTS, and why (tests/core/test_constants.py holds every script to
 # DEFAULTS except these). OUTPUT_DIR: each script writes its own runs/<model> folder.
 KOMPSAT5_SCRIPT = {"TRAIN_LIST": "the published KOMPSAT-5 layout (train_full/ list files)",
                    "VAL_LIST": "the published KOMPSAT-5 layout (train_full/ list files)",
@@ -140,7 +140,7 @@ def text(value) -> str:
 
 
 def bands(value) -> tuple[str, ...]:
-    from lib.bands import BAND_RANGES
+    from lib.data.bands import BAND_RANGES
     names = split_list(value)
     if not names or not all(isinstance(n, str) and n in BAND_RANGES for n in names):
         raise ValueError
@@ -201,20 +201,20 @@ class UnavailableDevice(ValueError):
 
 
 def architecture(value) -> str:
-    from lib.model import MODELS
+    from lib.models.factory import MODELS
     if isinstance(value, str) and value in MODELS:
         return value
     raise ValueError
 
 
 def architectures() -> str:
-    from lib.model import MODELS
-    return "an architecture of lib.model; available: " + ", ".join(MODELS)
+    from lib.models.factory import MODELS
+    return "an architecture of lib.models.factory; available: " + ", ".join(MODELS)
 
 
 def known_bands() -> str:
-    from lib.bands import BAND_RANGES
-    return ("a non-empty list of bands with a normalization range in lib/bands.py BAND_RANGES: "
+    from lib.data.bands import BAND_RANGES
+    return ("a non-empty list of bands with a normalization range in lib/data/bands.py BAND_RANGES: "
             + ", ".join(BAND_RANGES))
 
 
@@ -246,7 +246,7 @@ CONSTANTS: dict[str, Spec] = {
     "TRAIN_BANDS": Spec(bands, known_bands, none=TEACHERS, none_if_default=True),
     "VAL_BANDS": Spec(bands, known_bands, none=TEACHERS, none_if_default=True),
     "IMAGE_SIZE": Spec(integer(8), "an integer >= 8 (pixels)", none=TEACHERS, none_if_default=True),
-    "NORMALIZATION": Spec(one_of("sar", "published"), "sar or published (lib/bands.py NORMALIZATIONS)",
+    "NORMALIZATION": Spec(one_of("sar", "published"), "sar or published (lib/data/bands.py NORMALIZATIONS)",
                           none=TEACHERS, none_if_default=True),
     "PRELOAD": SWITCH,
     "AUGMENT": BOOL,

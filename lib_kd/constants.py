@@ -3,7 +3,7 @@
 kd.py shows every one of them at its top, with what it means; they are read from there as literals
 (lib_kd.model_kd.script_defaults, as kd_study.py reads every train script), so that benchmark.py
 (`--kd`) and other tools depend on lib_kd, never on a script, and a default is changed in one place.
-tests/test_speed.py checks that the literals read are every constant of the imported script.
+tests/bench/test_speed.py checks that the literals read are every constant of the imported script.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Intermediate feature maps of a student and a teacher, read with forward hooks (no change to any forward).
 
 A layer is named by its module path in `model.named_modules()`: "decoder" is that module's output,
-"head:input" the (first) input of module "head". The default of each architecture of lib/model.py is its
+"head:input" the (first) input of module "head". The default of each architecture of lib/models/factory.py is its
 last spatial feature map, the one its 1x1 classifier reads (PSPMixer: the token grid, [hidden, S/patch,
 S/patch]); KD_FEATURE_STUDENT_LAYER / KD_FEATURE_TEACHER_LAYER override it.
 """

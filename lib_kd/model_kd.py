@@ -1,7 +1,7 @@
 """Teacher and student of a distillation run (kd.py).
 
 The teacher is rebuilt from its checkpoint alone (lib.checkpoint.load_model), checked against the
-student's data settings and frozen. The student is any architecture of lib.model: PSPMixer takes its
+student's data settings and frozen. The student is any architecture of lib.models.factory: PSPMixer takes its
 arguments from kd.py's PATCH/HIDDEN/DEPTH/TOKENS_MLP/CHANNELS_MLP, every other architecture its own
 defaults (plus image_size where it takes one); STUDENT_ARGS, a dict, is applied on top of either.
 """
@@ -15,11 +15,11 @@ from pathlib import Path
 
 from torch import nn
 
-from lib.bands import normalization_name
+from lib.data.bands import normalization_name
 from lib.checkpoint import CheckpointError, file_sha256, load_model, plain, read_checkpoint
 from lib.config import DEFAULTS, check_value
-from lib.data import data_settings
-from lib.model import MODELS, parameter_counts
+from lib.data.factory import data_settings
+from lib.models.factory import MODELS, parameter_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER_TRAIN_COMMAND = "python train_pspnet.py"

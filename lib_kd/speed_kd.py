@@ -3,7 +3,7 @@
 An epoch of distillation runs the student's training step and the teacher's forward pass on every
 batch. `kd_epoch_cost` times, in one process and alternated so that the machine's state is shared,
 an epoch of the student trained alone, an epoch of the teacher's forward pass alone and a distillation
-epoch, each step through lib/step.py's `optimizer_step` with the engine's precision and memory format,
+epoch, each step through lib/train/step.py's `optimizer_step` with the engine's precision and memory format,
 as kd.py trains.
 """
 from __future__ import annotations
@@ -13,12 +13,12 @@ import time
 
 import torch
 
-from lib.data import build_datasets
-from lib.engine import make_loader, supervised_loss
-from lib.model import build_model
+from lib.data.factory import build_datasets
+from lib.train.engine import make_loader, supervised_loss
+from lib.models.factory import build_model
 from lib.runtime import autocast, resolve_device, seed_everything, speed_settings
-from lib.speed import sync
-from lib.step import Optimization, SupervisedObjective, optimizer_step
+from lib.bench.speed import sync
+from lib.train.step import Optimization, SupervisedObjective, optimizer_step
 from lib_kd.model_kd import inherit_teacher_data, load_teacher, student_args
 from lib_kd.training_kd import DistillationLoss, KDObjective, added_methods
 

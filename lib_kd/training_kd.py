@@ -1,4 +1,4 @@
-"""Knowledge distillation on top of the one training engine (lib/engine.py).
+"""Knowledge distillation on top of the one training engine (lib/train/engine.py).
 
     L = KD_ALPHA * L_KD + KD_BETA * L_supervised
     L_KD = T^2 * mean over valid pixels of BCE-with-logits(student_logits / T, sigmoid(teacher_logits / T))
@@ -30,14 +30,14 @@ from torch import nn
 from lib.checkpoint import CheckpointError, load_state, plain
 from lib.config import check_constants, check_value
 from lib.errors import ConfigError
-from lib.data import data_settings, resolve_data_constants
-from lib.dataset import IGNORE_INDEX
-from lib.engine import evaluate, supervised_loss, train
-from lib.model import build_model
-from lib.run_lock import is_main_process
+from lib.data.factory import data_settings, resolve_data_constants
+from lib.data.dataset import IGNORE_INDEX
+from lib.train.engine import evaluate, supervised_loss, train
+from lib.models.factory import build_model
+from lib.train.run_lock import is_main_process
 from lib_kd.model_kd import (Teacher, full_args, inherit_teacher_data, load_teacher, student_args,
                              train_command, train_script)
-from lib.cost import model_cost
+from lib.bench.cost import model_cost
 from lib_kd.features import FeatureTap, default_layer, probe, unwrap
 from lib_kd.losses import affinity_loss, channel_wise_loss, feature_loss, match_resolution
 

@@ -12,7 +12,7 @@ from affine import Affine
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lib.bands import SAR_DB_RANGE  # noqa: E402
+from lib.data.bands import SAR_DB_RANGE  # noqa: E402
 from lib.synthetic.demo import make_demo_dataset  # noqa: E402
 
 TINY_SIZE = 64
@@ -71,7 +71,7 @@ def tiny_constants(data_root: Path, output_dir: Path, **overrides) -> dict:
 @pytest.fixture(scope="session")
 def tiny_pspnet(tiny_data, tmp_path_factory) -> Path:
     """best.pt of a PSPNet teacher trained for one epoch on the tiny data."""
-    from lib.engine import train
+    from lib.train.engine import train
     output = tmp_path_factory.mktemp("teacher") / "pspnet"
     train(tiny_constants(tiny_data, output), "PSPNet", {"encoder_depth": 3})
     return output / "best.pt"

@@ -1,5 +1,5 @@
 """What benchmark.py measures, and how: peak memory from /proc (VmHWM, reset through clear_refs), latency,
-throughput and FLOPs of one model, whole-scene prediction, the speed table (lib/speed.py), and the worker
+throughput and FLOPs of one model, whole-scene prediction, the speed table (lib/bench/speed.py), and the worker
 protocol that runs each model in a fresh process (`python -m lib.bench.measure SPEC`) so one model's freed
 heap cannot hide the next one's. Every measurement takes `o`, the options benchmark.py resolves."""
 from __future__ import annotations
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from lib.cost import count_flops
-from lib.model import build_model, parameter_counts
-from lib.speed import timed_runs
+from lib.bench.cost import count_flops
+from lib.models.factory import build_model, parameter_counts
+from lib.bench.speed import timed_runs
 
 REPO = Path(__file__).resolve().parents[2]  # workers run from the repository root, as benchmark.py does
 
@@ -136,8 +136,8 @@ def measure_scenes(labels: list[str], configs: dict, o: dict) -> list[dict]:
 
 
 def measure_scene(label: str, name: str, args: dict, o: dict, scene: str) -> dict:
-    from lib.bands import SAR_DB_RANGE
-    from lib.inference import predict_file
+    from lib.data.bands import SAR_DB_RANGE
+    from lib.mapping.inference import predict_file
     torch.manual_seed(0)
     size = o["image_size"]
     model = build_model(name, model_args(name, args, size)).eval()
@@ -165,8 +165,8 @@ def best_of(rates: dict) -> tuple[str, float]:
 
 
 def measure_speed(label: str, name: str, args: dict, o: dict) -> dict:
-    """One row of the speed table: every configuration of lib.speed.CONFIGS, training and inference."""
-    from lib import speed
+    """One row of the speed table: every configuration of lib.bench.speed.CONFIGS, training and inference."""
+    from lib.bench import speed
     device = torch.device("cuda" if o["cuda"] and torch.cuda.is_available() else "cpu")
     size, batch = o["image_size"], o["batch_size"]
     train_batch = o.get("train_batch") or o["script_batch"].get(name, 32)
@@ -208,9 +208,9 @@ def measure_speed(label: str, name: str, args: dict, o: dict) -> dict:
 def data_pipeline(o: dict, student_rate: float) -> dict:
     """Loading + augmenting alone (the engine's dataset and augmentation over a demo split), against the
     training rate of the fastest student."""
-    from lib import speed
-    from lib.augmentation import train_augmentation
-    from lib.dataset import BandPatchDataset
+    from lib.bench import speed
+    from lib.data.augmentation import train_augmentation
+    from lib.data.dataset import BandPatchDataset
     from lib.synthetic.demo import make_demo_dataset
     with tempfile.TemporaryDirectory(prefix="benchmark_data_") as folder:
         make_demo_dataset(Path(folder), n_train=64, n_val=4, seed=0, size=o["image_size"])
@@ -221,7 +221,7 @@ def data_pipeline(o: dict, student_rate: float) -> dict:
 
 
 def run_speed(labels: list[str], configs: dict, o: dict, environment: dict) -> dict:
-    from lib import speed
+    from lib.bench import speed
     device = torch.device("cuda" if o["cuda"] and torch.cuda.is_available() else "cpu")
     n, side, seconds = (256, 16, 0.2) if o["quick"] else (2048, 64, 2.0)
     peaks = {f"{kind} {name}": measure(dtype, device, seconds=seconds, **size)

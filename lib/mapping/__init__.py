@@ -1,4 +1,4 @@
-"""Flood products from whole-scene inference (lib/inference.py), as predict.py writes them.
+"""Flood products from whole-scene inference (lib/mapping/inference.py), as predict.py writes them.
 
     outputs.py  output paths: checked against the inputs and each other, written under temporary names,
                 renamed together when every one is complete

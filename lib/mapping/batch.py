@@ -6,7 +6,7 @@ scene reported and skipped, restart with --resume-batch, and scale-out under tor
 
 Scene `S.tif` gets `DIR/S_water.tif` (the mask), `DIR/S_summary.json`, and for every output option given
 `DIR/S_<its file name>` (`--flood flood.tif` -> `DIR/S_flood.tif`). `--pre` may name one file for all
-scenes or a pattern with {stem} (`--pre 'pre/{stem}.tif'`). Under torchrun (lib.engine's process group)
+scenes or a pattern with {stem} (`--pre 'pre/{stem}.tif'`). Under torchrun (lib.train.engine's process group)
 scene i goes to rank i mod world size; each rank writes its own scenes, rank 0 gathers the rows and
 writes summary.csv. A scene is complete when its summary.json and every output exist (final names only
 appear when a scene has succeeded, lib/mapping/outputs.py); --resume-batch skips those.

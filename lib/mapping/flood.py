@@ -33,12 +33,12 @@ def is_georeferenced(grid: dict) -> bool:
 
 
 def aligned_reader(path: Path, grid: dict, band=1, resampling: str = "nearest"):
-    """(reader of `path` on the scene's grid, closer); band: 1-based int or list (lib.inference.RasterReader).
+    """(reader of `path` on the scene's grid, closer); band: 1-based int or list (lib.mapping.inference.RasterReader).
     Reprojected with WarpedVRT when both rasters are georeferenced; a raster without georeference must
     have the scene's size and is read as it is."""
     from rasterio.enums import Resampling
     from rasterio.vrt import WarpedVRT
-    from lib.inference import RasterReader, open_raster
+    from lib.mapping.inference import RasterReader, open_raster
     path = Path(path)
     if not path.is_file():
         raise InferenceError(f"{path}: not found")

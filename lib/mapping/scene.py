@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from lib.errors import InferenceError, OutputError
-from lib.inference import (FUSE, GDAL_CACHE_MB, MASK_BLOCK, NODATA, TTA, UNITS, ArrayWriter, MaskSink, RasterReader,
+from lib.mapping.inference import (FUSE, GDAL_CACHE_MB, MASK_BLOCK, NODATA, TTA, UNITS, ArrayWriter, MaskSink, RasterReader,
                            RasterWriter, StackReader, check_tile, default_units, make_preprocess, predict_tiled,
                            read_decimated, tile_origins, write_quicklook)
 from lib.mapping import checks
@@ -141,7 +141,7 @@ def stacked(readers: list):
 def open_scene(paths: list[Path], raster_bands: list[int]):
     """(reader, grid, closers, info per file) of a scene: one file with one or several bands read, or one
     single-band file per band."""
-    from lib.inference import open_input
+    from lib.mapping.inference import open_input
     readers, closers, infos, grid = [], [], [], None
     try:
         for path, wanted in band_groups(paths, raster_bands):

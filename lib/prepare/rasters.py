@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.dataset import IGNORE_INDEX
+from lib.data.dataset import IGNORE_INDEX
 from lib.errors import DataError
-from lib.raster_io import open_quietly
+from lib.data.raster_io import open_quietly
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 

@@ -2,7 +2,7 @@
 
 For each split and band: patches, water and no-data shares, the 1st/50th/99th percentiles of the band over
 water and over land pixels, the shares of water and land pixels outside the band's normalization range
-(lib/bands.py; they are clipped to 0 or 1), and the IoU of the best single threshold on that band, fitted
+(lib/data/bands.py; they are clipped to 0 or 1), and the IoU of the best single threshold on that band, fitted
 on the split's train side and scored on the split itself.
 
 Statistics are histograms over fixed edges per band (BINS_PER_RANGE bins across the normalization range,
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.bands import BAND_RANGES, band_range
-from lib.dataset import label_to_target, read_npy
+from lib.data.bands import BAND_RANGES, band_range
+from lib.data.dataset import label_to_target, read_npy
 from lib.errors import DataError, OutputError
 from lib.prepare.output import write_json
 from lib.prepare.threshold import fit_threshold, threshold_iou
@@ -154,7 +154,7 @@ def read_split(root: Path, name: str) -> SplitStats:
         if not sep:
             stats.skipped["file name without _{band}"] += 1
         elif band not in BAND_RANGES:
-            stats.skipped[f"band {band}: no normalization range in lib/bands.py"] += 1
+            stats.skipped[f"band {band}: no normalization range in lib/data/bands.py"] += 1
         elif patch_id not in labels:
             stats.skipped["band file without label"] += 1
         else:
@@ -244,7 +244,7 @@ def build_report(root: Path, name: str | None = None) -> tuple[dict, dict[str, S
     return {"data_root": name or str(root), "splits": splits,
             "definitions": {"water_share": "water / (water + land) pixels with a finite band value",
                             "nodata_share": "pixels without a water/land label or without a finite band value",
-                            "out_of_range": "share of the class's pixels below or above lib/bands.py BAND_RANGES "
+                            "out_of_range": "share of the class's pixels below or above lib/data/bands.py BAND_RANGES "
                                             "(clipped to 0 or 1 by the normalization)",
                             "threshold": "best single threshold on the band, fitted on the split's train side "
                                          "(fitted_on), IoU of water scored on this split",
@@ -266,7 +266,7 @@ def markdown(report: dict) -> str:
              "What the model will see, per split and band (written by prepare_data.py; "
              "`python prepare_data.py report DATA_ROOT` rewrites it). Percentiles p1/p50/p99 of the band's values "
              "over water and over land pixels; *out* = share of those pixels outside the normalization range "
-             "of lib/bands.py (clipped to 0 or 1); threshold = best single threshold fitted on the train side, "
+             "of lib/data/bands.py (clipped to 0 or 1); threshold = best single threshold fitted on the train side, "
              "IoU scored on the split. Histograms: data_report.png.", ""]
     for name, split in report["splits"].items():
         skipped = ", ".join(f"{reason}: {n}" for reason, n in sorted(split["skipped"].items()))

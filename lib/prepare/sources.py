@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.bands import BAND_RANGES
+from lib.data.bands import BAND_RANGES
 from lib.errors import ConfigError, DataError
 from lib.prepare.rasters import TIFF_SUFFIXES, header, read_image, read_label
 
@@ -98,7 +98,7 @@ def check_bands(bands) -> tuple[str, ...]:
     unknown = [band for band in bands if band not in BAND_RANGES]
     if unknown:
         raise ConfigError(f"--bands: {', '.join(unknown)} has no normalization range (known: {', '.join(BAND_RANGES)}); "
-                          f"add one to BAND_RANGES in lib/bands.py")
+                          f"add one to BAND_RANGES in lib/data/bands.py")
     if len(set(bands)) != len(bands):
         raise ConfigError(f"--bands {','.join(bands)}: a band is named twice")
     return tuple(bands)

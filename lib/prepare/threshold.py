@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lib.baseline import iou_curves  # the same curves the training baseline fits on
+from lib.train.baseline import iou_curves  # the same curves the training baseline fits on
 
 
 def fit_threshold(water: np.ndarray, land: np.ndarray, edges: np.ndarray) -> dict | None:

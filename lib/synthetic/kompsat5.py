@@ -1,5 +1,5 @@
 """Synthetic KOMPSAT-5 scenes in the published layout (make_kompsat5_demo.py): uint16 HH amplitude GeoTIFFs
-with speckle and 0/255 water masks, list files relative to the root; lib/kompsat5/ reads them like real data."""
+with speckle and 0/255 water masks, list files relative to the root; lib/data/kompsat5/ reads them like real data."""
 from __future__ import annotations
 
 import time
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.kompsat5.io import MASK_LAND, MASK_WATER, NODATA_DN, amplitude_to_db
+from lib.data.kompsat5.io import MASK_LAND, MASK_WATER, NODATA_DN, amplitude_to_db
 from lib.synthetic.demo import generate_patch
 
 DEMO_DN_OFFSET_DB = 62.0     # 20*log10(DN) of a speckle-free pixel = sigma0 (dB) + this offset

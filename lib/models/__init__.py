@@ -1,0 +1,1 @@
+"""Models: one file per architecture, and the factory (factory.py) that builds any of them by name."""
