@@ -20,7 +20,7 @@ nodata value in the input), with the input's CRS, transform and size; a float32 
 --reference-water, with --exclude; --polygons (.gpkg / .geojson) with true areas; --summary JSON;
 --uncertainty (std over TTA views / bands). Every option and input is checked before any output is
 created; outputs are written under temporary names and renamed when complete. The engine is
-lib/mapping/inference.py, the products lib/mapping/.
+lib/mapping/tiling.py, one scene lib/mapping/scene.py (module map: lib/mapping/__init__.py).
 """
 from __future__ import annotations
 
@@ -33,9 +33,8 @@ import torch
 
 from lib.checkpoint import file_sha256
 from lib.errors import InferenceError, ReportedError
-from lib.mapping.inference import FUSE, TTA, UNITS
 from lib.mapping.batch import expand_inputs, map_batch, torch_gather
-from lib.mapping.scene import SceneOptions, SceneOutputs, map_scene
+from lib.mapping.scene import FUSE, TTA, UNITS, SceneOptions, SceneOutputs, map_scene
 from lib.bench.onnx_model import load_model_any
 from lib.runtime import keep_freed_memory, resolve_device, speed_settings
 

@@ -126,7 +126,8 @@ def measure_cuda(model, size: int, batch: int, o: dict, repeats_full: int) -> di
 # ----------------------------------------------------------------------------------------- the scene
 
 def measure_scenes(labels: list[str], configs: dict, o: dict) -> list[dict]:
-    """One row per label: predict_file on a synthetic SCENE_SIZE scene written once to a temporary folder."""
+    """One row per label: map_scene (predict.py's) on a synthetic SCENE_SIZE scene written once to a temporary
+    folder."""
     from lib.synthetic.scene import write_scene
     with tempfile.TemporaryDirectory(prefix="benchmark_scene_") as folder:
         scene = write_scene(Path(folder) / "scene.tif", o["scene_size"])
@@ -137,7 +138,7 @@ def measure_scenes(labels: list[str], configs: dict, o: dict) -> list[dict]:
 
 def measure_scene(label: str, name: str, args: dict, o: dict, scene: str) -> dict:
     from lib.data.bands import SAR_DB_RANGE
-    from lib.mapping.inference import predict_file
+    from lib.mapping.scene import SceneOptions, SceneOutputs, map_scene
     torch.manual_seed(0)
     size = o["image_size"]
     model = build_model(name, model_args(name, args, size)).eval()
@@ -146,9 +147,10 @@ def measure_scene(label: str, name: str, args: dict, o: dict, scene: str) -> dic
     model.to(device)
     with tempfile.TemporaryDirectory() as folder:
         base = reset_peak()
-        summary = predict_file(model, data, Path(scene), Path(folder) / "mask.tif", tile=size, overlap=size // 4,
-                               batch_size=o["scene_batch"], quicklook_path=Path(folder) / "mask.png", device=device,
+        options = SceneOptions(tile=size, overlap=size // 4, batch_size=o["scene_batch"], device=device,
                                progress=False)
+        outputs = SceneOutputs(mask=Path(folder) / "mask.tif", quicklook=Path(folder) / "mask.png")
+        summary = map_scene(model, data, [Path(scene)], outputs, options)
         rise = peak_rise_mib(base)
     return {"label": label, "model": name, "device": device, "scene": summary["height"], "tiles": summary["tiles"],
             "tile": summary["tile"], "overlap": summary["overlap"], "seconds": summary["seconds"],

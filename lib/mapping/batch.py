@@ -24,7 +24,9 @@ from typing import Callable
 
 from lib.errors import InferenceError
 from lib.mapping.outputs import temporary_name
+from lib.mapping.options import resolve_tile
 from lib.mapping.scene import SceneOptions, SceneOutputs, check_options, map_scene
+from lib.mapping.tiling import check_tile
 from lib.mapping.vector import vector_driver
 
 SUMMARY_CSV = "summary.csv"
@@ -100,7 +102,9 @@ def map_batch(model, data: dict, scenes: list[Path], out_dir: Path, template: Sc
     """Map this rank's share of `scenes` into `out_dir`; returns every scene's row (all ranks' when
     `gather` merges them) and, on rank 0, writes out_dir/summary.csv."""
     from tqdm import tqdm
+    import torch
     check_options(options)  # a bad option is one error before any scene, not a failure of each
+    check_tile(model, resolve_tile(options, data)[0], torch.device(options.device))  # once for every scene
     if template.polygons is not None:
         vector_driver(template.polygons)
     check_scene_names(scenes)
@@ -118,7 +122,7 @@ def map_batch(model, data: dict, scenes: list[Path], out_dir: Path, template: Sc
             continue
         try:
             summary = map_scene(model, data, [scene], outputs, replace(options, pre=pre_for(scene, pre)),
-                                model_info=model_info)
+                                model_info=model_info, tile_checked=True)
             rows.append(row_of(scene, "ok", time.perf_counter() - started, summary))
         except Exception as error:  # noqa: BLE001 - one failing scene must not stop the batch
             message = str(error) if str(error) else traceback.format_exc(limit=1)

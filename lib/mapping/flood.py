@@ -8,16 +8,14 @@ Classes of the flood raster (uint8, with a colour table):
 Without --pre and --reference-water every water pixel is class 1.
 
 Other rasters are read on the post-event scene's grid through a rasterio WarpedVRT (any CRS, any
-resolution; reprojected and resampled by windows, so bounded in memory); outside their extent they are
-no-data.
+resolution; reprojected and resampled by windows, so bounded in memory; lib.mapping.rasters.open_aligned);
+outside their extent they are no-data. The sink that writes the classes: lib.mapping.sinks.FloodSink.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from lib.errors import InferenceError
+from lib.mapping.rasters import is_georeferenced
 
 DRY, FLOOD, BEFORE_WATER, NODATA = 0, 1, 2, 255
 CLASS_NAMES = {DRY: "dry", FLOOD: "flood", BEFORE_WATER: "permanent_or_pre_event_water"}
@@ -26,37 +24,7 @@ COLORMAP = {DRY: (245, 245, 235, 255), FLOOD: (220, 30, 30, 255), BEFORE_WATER: 
 MASK_COLORMAP = {0: (245, 245, 235, 255), 1: (30, 90, 200, 255), NODATA: (0, 0, 0, 0)}
 
 
-# ------------------------------------------------------------------------------------------ the grid
-
-def is_georeferenced(grid: dict) -> bool:
-    return grid.get("crs") is not None and grid.get("transform") is not None
-
-
-def aligned_reader(path: Path, grid: dict, band=1, resampling: str = "nearest"):
-    """(reader of `path` on the scene's grid, closer); band: 1-based int or list (lib.mapping.inference.RasterReader).
-    Reprojected with WarpedVRT when both rasters are georeferenced; a raster without georeference must
-    have the scene's size and is read as it is."""
-    from rasterio.enums import Resampling
-    from rasterio.vrt import WarpedVRT
-    from lib.mapping.inference import RasterReader, open_raster
-    path = Path(path)
-    if not path.is_file():
-        raise InferenceError(f"{path}: not found")
-    source = open_raster(path)
-    wanted = [band] if isinstance(band, int) else list(band)
-    if any(not 1 <= b <= source.count for b in wanted):
-        source.close()
-        raise InferenceError(f"{path}: band {','.join(map(str, wanted))} requested, the raster has {source.count}")
-    if is_georeferenced(grid) and source.crs is not None:
-        vrt = WarpedVRT(source, crs=grid["crs"], transform=grid["transform"], width=grid["width"],
-                        height=grid["height"], resampling=Resampling[resampling], dtype="float32", nodata=np.nan)
-        return RasterReader(vrt, band), lambda: (vrt.close(), source.close())
-    if (source.height, source.width) != (grid["height"], grid["width"]):
-        source.close()
-        raise InferenceError(f"{path}: {source.width} x {source.height} px without a common georeference with the "
-                             f"scene ({grid['width']} x {grid['height']} px); give both a CRS, or the same size")
-    return RasterReader(source, band), source.close
-
+# ------------------------------------------------------------------------------------------ areas
 
 def pixel_area_rows(grid: dict, row0: int, rows: int) -> np.ndarray | None:
     """Ground area in m2 of one pixel of each row [row0, row0 + rows): constant in a projected CRS (from
@@ -149,29 +117,3 @@ class BeforeLayers:
         if self.reference_threshold is None:
             return values != 0
         return values >= self.reference_threshold
-
-
-class FloodSink:
-    """Turns finished rows of post-event probability into flood classes (written to `writer`) and tallies
-    the class areas. `excluded`: a reader on the grid, non-zero = excluded."""
-
-    def __init__(self, writer, grid: dict, before: BeforeLayers, excluded=None, threshold: float = 0.5):
-        self.writer, self.before, self.excluded, self.threshold = writer, before, excluded, threshold
-        self.tally = ClassTally(grid, CLASS_NAMES if before.any else {DRY: "dry", FLOOD: "flood"})
-
-    def write(self, row0: int, probability: np.ndarray, invalid: np.ndarray, **extra) -> None:
-        row1 = row0 + len(probability)
-        water = probability >= self.threshold
-        before_water = before_known = None
-        if self.before.any:
-            before_water, before_known = self.before.read(row0, row1)
-        excluded = None
-        if self.excluded is not None:
-            values = self.excluded.read(row0, row1)
-            excluded = np.isfinite(values) & (values != 0)
-        classes = flood_classes(water, invalid, before_water, before_known, excluded)
-        self.tally.add(row0, classes)
-        self.writer.write(row0, classes)
-
-    def close(self) -> None:
-        self.writer.close()

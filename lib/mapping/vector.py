@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from lib.errors import InferenceError
+from lib.mapping.flood import pixel_area_rows
+from lib.mapping.rasters import is_georeferenced
 
 VECTOR_DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
 PROBABILITY_SCALE = 250          # probabilities stored for the polygon means as uint8 p * 250
@@ -66,7 +68,6 @@ def polygonize(classes: np.ndarray, probability: np.ndarray, grid: dict, values:
     import geopandas as gpd
     import shapely
     from rasterio.features import shapes
-    from lib.mapping.flood import is_georeferenced, pixel_area_rows
     if not is_georeferenced(grid):
         raise InferenceError("polygons need a georeferenced scene (a CRS and a transform)")
     crs, transform = grid["crs"], grid["transform"]

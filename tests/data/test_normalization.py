@@ -16,7 +16,7 @@ def test_checkpoint_round_trip_follows_the_recorded_normalization(tiny_data, tmp
     import evaluate
     from lib.checkpoint import load_model
     from lib.train.engine import train
-    from lib.mapping.inference import make_preprocess
+    from lib.mapping.rasters import make_preprocess
     summary = train(tiny_constants(tiny_data, tmp_path / name, NORMALIZATION=name), "MLP_256", {"widths": [8]})
     model, checkpoint = load_model(tmp_path / name / "best.pt")
     recorded = checkpoint["data"]["normalization"]

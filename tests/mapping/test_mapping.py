@@ -20,7 +20,9 @@ import predict
 from conftest import RANGES, UTM, write_geotiff
 from lib.data.bands import normalize
 from lib.checkpoint import FORMAT, save_checkpoint
-from lib.mapping.inference import ArrayReader, ArrayWriter, MaskSink, make_preprocess, predict_tiled
+from lib.mapping.rasters import ArrayReader, ArrayWriter, make_preprocess
+from lib.mapping.sinks import MaskSink
+from lib.mapping.tiling import predict_tiled
 from lib.mapping.flood import BEFORE_WATER, DRY, FLOOD, NODATA, ClassTally
 from lib.mapping.vector import PROBABILITY_SCALE, polygonize
 from lib.models.factory import build_model

@@ -1,4 +1,4 @@
-"""predict.py and lib/mapping/inference.py: georeferencing, no-data, seam-free blending, any scene size, .npy input."""
+"""predict.py and lib/mapping/tiling.py: georeferencing, no-data, seam-free blending, any scene size, .npy input."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,8 +10,10 @@ import predict
 from conftest import RANGES, UTM, write_geotiff
 from lib.data.bands import normalize
 from lib.checkpoint import FORMAT, save_checkpoint
-from lib.mapping.inference import (ArrayReader, ArrayWriter, InferenceError, MaskSink, blend_window, make_preprocess,
-                           predict_tiled, tile_origins)
+from lib.errors import InferenceError
+from lib.mapping.rasters import ArrayReader, ArrayWriter, make_preprocess
+from lib.mapping.sinks import MaskSink
+from lib.mapping.tiling import blend_window, predict_tiled, tile_origins
 from lib.models.factory import build_model
 
 NODATA_VALUE = -9999.0
@@ -351,7 +353,7 @@ def test_every_command_line_tool_turns_abbreviations_off(monkeypatch):
 def test_a_failed_run_leaves_no_final_named_file(mlp_checkpoint, geotiff, tmp_path, monkeypatch):
     """Outputs are written under temporary names: a run stopped half-way (here after the first strip)
     keeps an earlier mask at the final name as it was, and leaves no partial file behind."""
-    import lib.mapping.scene as scene
+    import lib.mapping.products as products
 
     def stop_after_first_strip(model, reader, sink, *args, **kwargs):
         class Stopping:
@@ -361,7 +363,7 @@ def test_a_failed_run_leaves_no_final_named_file(mlp_checkpoint, geotiff, tmp_pa
 
         return predict_tiled(model, reader, Stopping(), *args, **kwargs)
 
-    monkeypatch.setattr(scene, "predict_tiled", stop_after_first_strip)
+    monkeypatch.setattr(products, "predict_tiled", stop_after_first_strip)
     out = tmp_path / "mask.tif"
     out.write_bytes(GOOD_MASK)
     with pytest.raises(KeyboardInterrupt):

@@ -2,7 +2,7 @@
 measuring them at any size: two-band (VV, VH) float32 dB GeoTIFFs in UTM (EPSG:32630, 10 m pixels),
 written strip by strip, so a 10,000 x 10,000 pair needs little memory.
 
-    python -m lib.mapping.demo /tmp/flood_demo 2000      # pre.tif, post.tif, truth.tif (0 dry, 1 flood, 2 water)
+    python -m lib.synthetic.flood_pair /tmp/flood_demo 2000      # pre.tif, post.tif, truth.tif (0 dry, 1 flood, 2 water)
 
 Both scenes show a meandering river and a few lakes; in the post-event scene the river has burst its
 banks (a band around it is flooded) and low fields are under water. The pre-event scene is on a grid
