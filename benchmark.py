@@ -16,7 +16,7 @@ resident size with the model loaded, so it is what the forward passes need (acti
 Each model runs in a fresh subprocess (unless --in-process), so one model's freed heap cannot hide the
 next one's. The same on CUDA when it is available (torch.cuda.max_memory_allocated above the weights).
 
-Whole scene: megapixels per second of lib.mapping.inference.predict_file (what predict.py runs: GeoTIFF read by
+Whole scene: megapixels per second of lib.mapping.scene.map_scene (what predict.py runs: GeoTIFF read by
 windows, tiles of IMAGE_SIZE with IMAGE_SIZE/4 overlap, blending, mask GeoTIFF written by windows,
 quick-look PNG) on a synthetic SCENE_SIZE x SCENE_SIZE float32 GeoTIFF in a temporary folder, for the
 teacher and the students, with the peak resident memory of that process (whole process, and the rise

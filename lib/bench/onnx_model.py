@@ -21,7 +21,7 @@ from lib.errors import CheckpointError
 
 class OnnxModel:
     """A torch-like callable over an onnxruntime session: tensors in, logit tensors out (on the input's
-    device), eval()/train()/to() accepted so that lib.train.engine.evaluate and lib.mapping.inference use it unchanged."""
+    device), eval()/train()/to() accepted so that lib.train.engine.evaluate and lib.mapping.tiling use it unchanged."""
 
     training = False
 

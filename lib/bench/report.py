@@ -95,7 +95,7 @@ def model_table(rows: list[dict], o: dict, cuda: bool) -> list[str]:
 def scene_table(scenes: list[dict], o: dict) -> list[str]:
     size, side = o["image_size"], o["scene_size"]
     lines = ["", f"## Whole scene: {side:,} x {side:,} px ({side * side / 1e6:,.{0 if side >= 1000 else 2}f} Mpx)", "",
-             f"`lib.mapping.inference.predict_file` (the predict.py engine) on a synthetic float32 GeoTIFF, tiles of "
+             f"`lib.mapping.scene.map_scene` (what predict.py runs) on a synthetic float32 GeoTIFF, tiles of "
              f"{size} px with {size // 4} px overlap, batches of {o['scene_batch']} tiles, mask GeoTIFF and "
              f"quick-look written; {'all in this process (--in-process)' if o['in_process'] else 'one fresh process per model'}. "
              f"Peak memory: the whole process's peak resident set (including ~0.6-0.9 GiB of Python/torch "

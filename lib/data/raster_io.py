@@ -1,7 +1,7 @@
 """Opening a raster with rasterio the one way every reader wants: GDAL's "not georeferenced" chatter kept
 quiet, and a file it cannot open turned into one error naming the file, in the caller's own words.
 
-Kept light (no torch, rasterio imported on call) so lib.mapping.inference, lib.data.kompsat5 and lib.prepare can all
+Kept light (no torch, rasterio imported on call) so lib.mapping.rasters, lib.data.kompsat5 and lib.prepare can all
 share it without pulling each other's imports in.
 """
 from __future__ import annotations
