@@ -1,8 +1,8 @@
 """Raster readers and writers of whole-scene mapping, and the input files a scene opens once.
 
-Readers give rows [row0, row1) as float32 raw values with no-data as NaN: `ArrayReader` (a numpy array or
-memory-mapped .npy), `RasterReader` (bands of a rasterio dataset or WarpedVRT, read by windows),
-`StackReader` (one file per band). Writers take finished rows: `ArrayWriter` (a numpy array or .npy
+Readers (lib.mapping.tiling.Reader) give rows [row0, row1) as float32 raw values with no-data as NaN:
+`ArrayReader` (a numpy array or memory-mapped .npy), `RasterReader` (bands of a rasterio dataset or
+WarpedVRT, read by windows), `StackReader` (one file per band). Writers take finished rows: `ArrayWriter` (a numpy array or .npy
 memory map), `RasterWriter` (rasterio windows, whole block rows at a time). `InputFile` is one input
 opened once (its reader, grid, dtype and decimated reads); `open_aligned` reads another raster on a
 scene's grid through a WarpedVRT. `make_preprocess` turns raw values in the input's units into the
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
 
@@ -25,14 +25,6 @@ GDAL_CACHE_MB = 128               # GDAL's block cache (its default, 5% of RAM, 
 
 
 # ------------------------------------------------------------------------------------------ readers
-
-class Reader(Protocol):
-    height: int
-    width: int
-
-    def read(self, row0: int, row1: int) -> np.ndarray:
-        """Rows [row0, row1) as float32 raw values, [rows, width] or [bands, rows, width]; no-data as NaN."""
-
 
 def band_list(bands) -> tuple[list[int], bool]:
     """(1-based band numbers, whether one band was asked for as a plain int)."""
