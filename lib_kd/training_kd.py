@@ -31,7 +31,7 @@ from lib.checkpoint import CheckpointError, load_state, plain
 from lib.config import check_constants, check_value
 from lib.errors import ConfigError
 from lib.data.factory import data_settings, resolve_data_constants
-from lib.data.dataset import IGNORE_INDEX
+from lib.data.labels import IGNORE_INDEX
 from lib.train.engine import evaluate, supervised_loss, train
 from lib.models.factory import build_model
 from lib.train.run_lock import is_main_process
