@@ -13,7 +13,8 @@ trained again. See docs/distillation-methods.md.
 import sys
 from pathlib import Path
 
-from lib.cli import run
+from lib import cli  # cli.HELP: an UPPER_CASE import would read as one of this script's constants
+from lib.cli import run, split_argument
 from lib.config import apply_overrides, script_constants
 from lib_kd.constants import kd_constants
 from lib_kd.study import STUDY_OWN, aggregate, render, run_study, write_results
@@ -36,8 +37,8 @@ DRY_RUN = False              # print the commands without running them
 
 
 def main():
-    own = [a for a in sys.argv[1:] if a.partition("=")[0].lstrip("-") in STUDY_OWN]
-    passed = dict(a.partition("=")[::2] for a in sys.argv[1:] if a not in own)
+    own = [a for a in sys.argv[1:] if a in cli.HELP or split_argument(a)[0] in STUDY_OWN]
+    passed = dict(split_argument(a) for a in sys.argv[1:] if a not in own)
     c = apply_overrides(script_constants(globals()), own)
     rows = run_study(c, passed)
     table = aggregate(rows)

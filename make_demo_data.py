@@ -10,7 +10,8 @@ NDVI and NDWI, and labels 1 water / 0 not water / 255 no-data. See lib/synthetic
 """
 import argparse
 
-from lib.synthetic.demo import make_demo_dataset, render_demo_figure
+from lib.synthetic.demo import make_demo_dataset
+from lib.synthetic.figure import render_demo_figure
 
 OUTPUT_DIR = "02_kfold"
 N_TRAIN = 120

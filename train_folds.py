@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from lib.cli import run, split_argument
 from lib.config import ConfigError, describe, parse_value
 
 FOLDS = None                 # None: every fold_* folder under DATA_ROOT; 5: folds 1..5; [1, 3]: those folds
@@ -71,10 +72,7 @@ def parse_argv(argv: list[str]) -> tuple[Path, dict, list[str]]:
            "OUTPUT_DIR": script_constant(script, "OUTPUT_DIR") or f"runs/{script.stem.removeprefix('train_')}"}
     passed = []
     for arg in argv[1:]:
-        name, sep, text = arg.partition("=")
-        name = name.strip().lstrip("-")
-        if not sep:
-            raise SystemExit(f"error: cannot read argument {arg!r}: expected NAME=value, e.g. EPOCHS=2")
+        name, text = split_argument(arg)
         if name in ("DATA_ROOT", "OUTPUT_DIR"):
             own[name] = text
         elif name == "FOLDS":
@@ -119,4 +117,4 @@ def main(argv=None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)  # a ConfigError (an unreadable argument) is one `error:` line

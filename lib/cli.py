@@ -1,12 +1,24 @@
-"""Script entry point: known errors become one clear line on stderr and a non-zero exit, not a traceback."""
+"""Script entry point: known errors become one clear line on stderr and a non-zero exit, not a traceback;
+and the one reader of the command line's `NAME=value` arguments."""
 from __future__ import annotations
 
 import sys
 from typing import Callable
 
-from lib.errors import ReportedError
+from lib.errors import ConfigError, ReportedError
 
 KNOWN_ERRORS = (ReportedError, FileNotFoundError)
+HELP = ("-h", "--help")
+
+
+def split_argument(arg: str) -> tuple[str, str]:
+    """`NAME=value` -> (NAME, value); the name loses surrounding spaces and leading dashes (--EPOCHS=2 works).
+    Anything else is a ConfigError, worded the same for every script."""
+    name, sep, value = arg.partition("=")
+    name = name.strip().lstrip("-")
+    if not sep or not name:
+        raise ConfigError(f"cannot read argument {arg!r}: expected NAME=value, e.g. EPOCHS=2")
+    return name, value
 
 
 def clean_message(error: BaseException) -> str:

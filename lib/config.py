@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+from lib.cli import HELP, split_argument
 from lib.errors import ConfigError
 
 # KOMPSAT-5 training crops (K5_TRAIN_CROP); lib.data.kompsat5.dataset checks its `crop` argument against the same
@@ -429,12 +430,9 @@ def apply_overrides(constants: dict[str, Any], argv: Sequence[str]) -> dict[str,
     """Return a copy of `constants` with every `NAME=value` of `argv` applied."""
     result = dict(constants)
     for arg in argv:
-        if arg in ("-h", "--help"):
+        if arg in HELP:
             raise SystemExit(describe(constants))
-        name, sep, text_value = arg.partition("=")
-        name = name.strip().lstrip("-")
-        if not sep or not name:
-            raise ConfigError(f"cannot read argument {arg!r}: expected NAME=value, e.g. EPOCHS=2")
+        name, text_value = split_argument(arg)
         if name not in constants:
             raise ConfigError(f"unknown constant {name!r}. Valid names: {', '.join(constants)}")
         result[name] = parse_value(name, text_value, constants[name])

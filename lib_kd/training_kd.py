@@ -27,11 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lib.cli import HELP, split_argument
 from lib.checkpoint import CheckpointError, load_state, plain
 from lib.config import check_constants, check_value
 from lib.errors import ConfigError
 from lib.data.factory import data_settings, resolve_data_constants
-from lib.data.dataset import IGNORE_INDEX
+from lib.data.labels import IGNORE_INDEX
 from lib.train.engine import evaluate, supervised_loss, train
 from lib.models.factory import build_model
 from lib.train.run_lock import is_main_process
@@ -319,8 +320,8 @@ def sweep_values(argv: list[str], name: str) -> tuple[list[str], list[float] | N
     `name` is absent or has a single value."""
     rest, values = [], None
     for arg in argv:
-        key, sep, text = arg.partition("=")
-        if sep and key.strip().lstrip("-") == name and "," in text:
+        key, text = split_argument(arg) if arg not in HELP else (arg, "")
+        if key == name and "," in text:
             try:
                 values = [float(v) for v in text.split(",") if v.strip()]
             except ValueError:

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import torch
 
-from lib.data.dataset import IGNORE_INDEX
+from lib.data.labels import IGNORE_INDEX
 
 
 class Affine(A.Affine):

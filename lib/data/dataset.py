@@ -19,10 +19,10 @@ import torch
 from torch.utils.data import Dataset
 
 from lib.data.bands import normalize
+from lib.data.labels import IGNORE_INDEX, label_to_target
 from lib.config import check_value
 from lib.errors import DataError
 
-IGNORE_INDEX = 255
 PRELOAD_BUDGET_BYTES = 4 * 1024**3  # PRELOAD="auto" keeps the split in memory below this size (as float16)
 FLOAT32_CACHE_BYTES = 1024**3       # below this a preloaded split stays float32: no conversion per sample
 
@@ -83,15 +83,6 @@ def read_npy(path: Path, image_size: int | None = None, header_only: bool = Fals
         raise DataError(f"{path}: not a readable .npy array ({type(error).__name__}: {error})") from None
     check_array(array, path, image_size)
     return array
-
-
-def label_to_target(raw: np.ndarray, water=1, land=0) -> np.ndarray:
-    """uint8 target: `water` -> 1, `land` -> 0, every other value (e.g. -1, 255, NaN) -> IGNORE_INDEX."""
-    raw = np.asarray(raw)
-    target = np.full(raw.shape, IGNORE_INDEX, dtype=np.uint8)
-    target[raw == water] = 1
-    target[raw == land] = 0
-    return target
 
 
 @dataclass

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.data.dataset import IGNORE_INDEX
+from lib.data.labels import IGNORE_INDEX
 from lib.errors import DataError
 from lib.data.raster_io import open_quietly
 

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from lib.data.bands import BAND_RANGES, band_range
-from lib.data.dataset import label_to_target, read_npy
+from lib.data.dataset import read_npy
+from lib.data.labels import label_to_target
 from lib.errors import DataError, OutputError
 from lib.prepare.output import write_json
 from lib.prepare.threshold import fit_threshold, threshold_iou

@@ -12,7 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
-from lib.data.dataset import IGNORE_INDEX
+from lib.data.labels import IGNORE_INDEX
 from lib.errors import ConfigError, DataError
 
 HOLD_OUTS = ("test", "bolivia")  # official splits that stay out of the folds

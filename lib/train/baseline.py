@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from lib.data.bands import band_unit
-from lib.data.dataset import IGNORE_INDEX, label_to_target, read_npy
+from lib.data.dataset import read_npy
+from lib.data.labels import IGNORE_INDEX, label_to_target
 from lib.train.metrics import metrics_from_counts
 
 MAX_FIT_PIXELS = 2**25  # larger training splits are fitted on an even subsample (every k-th pixel)

@@ -4,7 +4,7 @@
     saver.save_epoch(checkpoint, training_state, improved, history, summary)   # after every epoch
     saver.save_final(summary, history, bands)                                  # once, at the end
 
-best.pt (when the epoch improved), last.pt (with training_state, for RESUME), history.csv and
+last.pt (with training_state, for RESUME), best.pt (derived from it when the epoch improved), history.csv and
 summary.json. Every file is replaced atomically (a kill leaves the previous one), and a Ctrl-C during
 the writes waits until they are done, then stops the run (the SIGINT is held, not lost). On ranks
 other than 0 of a distributed run the saver is disabled and writes nothing.
@@ -18,7 +18,7 @@ import signal
 from contextlib import contextmanager
 from pathlib import Path
 
-from lib.checkpoint import atomic_write, plain, save_checkpoint
+from lib.checkpoint import atomic_write, plain, read_checkpoint, save_checkpoint
 from lib.train.plotting import plot_curves
 
 
@@ -34,15 +34,33 @@ class CheckpointSaver:
 
     def save_epoch(self, checkpoint: dict, training_state: dict, improved: bool, history: list[dict],
                    summary: dict) -> None:
-        """best.pt (if `improved`: `checkpoint` alone), last.pt (with `training_state`), history, summary."""
+        """last.pt (`checkpoint` with `training_state`), then best.pt derived from it (if `improved`),
+        history, summary. last first, as timm does: a kill between the two leaves the run resumable at
+        its newest epoch, and resume re-derives a missing best.pt (`derive_best`)."""
         if not self.enabled:
             return
         with deferred_sigint():
+            last = {**checkpoint, "training_state": training_state}
+            save_checkpoint(last, self.last)
             if improved:
-                save_checkpoint(checkpoint, self.output_dir / "best.pt")
-            save_checkpoint({**checkpoint, "training_state": training_state}, self.last)
+                self.derive_best(last)
             write_history(history, self.output_dir / "history.csv")
             write_json(summary, self.output_dir / "summary.json")
+
+    def derive_best(self, last: dict) -> None:
+        """best.pt: last.pt's content without its training state (the same bytes as `checkpoint` alone)."""
+        save_checkpoint({key: value for key, value in last.items() if key != "training_state"},
+                        self.output_dir / "best.pt")
+
+    def repair_best(self, last: dict) -> None:
+        """On resume: when last.pt's epoch was the best and best.pt is older or missing (the run was killed
+        between the two writes), derive best.pt from last.pt."""
+        best_epoch = last["training_state"].get("progress", {}).get("best_epoch")
+        best_path = self.output_dir / "best.pt"
+        if not self.enabled or best_epoch != last.get("epoch"):
+            return
+        if not best_path.is_file() or read_checkpoint(best_path).get("epoch") != best_epoch:
+            self.derive_best(last)
 
     def save_final(self, summary: dict, history: list[dict], bands) -> None:
         """summary.json of the whole run (also an interrupted one) and curves.png."""

@@ -36,7 +36,7 @@ from lib.errors import CheckpointError, TrainingError
 from lib.train.loss import FocalTverskyBCE, FocalTverskyLoss
 from lib.train.metrics import BandConfusion
 from lib.models.factory import build_model, used_parameters
-from lib.train.resume import check_resume, describe, record_resume
+from lib.train.resume import check_resume, describe, record_resume, restore_rng_state
 from lib.train.run_lock import holds_output_dir, output_dir_of
 from lib.train.messages import interrupted as interrupted_message, non_finite_loss
 from lib.runtime import (autocast, keep_freed_memory, library_versions, resolve_device, resolve_workers,
@@ -350,7 +350,8 @@ def read_resume(c: dict, constants: dict, model_name: str, model_args: dict, wor
 
 
 def resume(run: Run, checkpoint: dict, changes: dict) -> None:
-    """Model, optimizer, schedulers, scaler and counters from OUTPUT_DIR/last.pt (read by `read_resume`)."""
+    """Model, optimizer, schedulers, scaler, counters and RNG states from OUTPUT_DIR/last.pt (read by
+    `read_resume`); best.pt re-derived if a kill between the two writes left it behind."""
     last = run.output_dir / "last.pt"
     state = checkpoint["training_state"]
     load_state(run.model, checkpoint["state_dict"], str(last))
@@ -361,6 +362,8 @@ def resume(run: Run, checkpoint: dict, changes: dict) -> None:
     if "objective" in state:
         run.objective.load_state_dict(state["objective"])
     run.progress.resumes = record_resume(run.progress.resumes, run.progress.epoch, changes)
+    restore_rng_state(state.get("rng"))
+    CheckpointSaver(run.output_dir, enabled=run.is_main).repair_best(checkpoint)
     run.log(f"resumed from {last} after epoch {run.progress.epoch}" + (f"; changed: {describe(changes)}" if changes else ""))
 
 

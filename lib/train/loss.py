@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lib.data.dataset import IGNORE_INDEX
+from lib.data.labels import IGNORE_INDEX
 
 
 class FocalTverskyLoss(nn.Module):

@@ -20,7 +20,7 @@ from typing import Sequence
 import segmentation_models_pytorch as smp
 import torch
 
-from lib.data.dataset import IGNORE_INDEX
+from lib.data.labels import IGNORE_INDEX
 from lib.errors import DataError
 
 METRICS = {"iou": smp.metrics.iou_score, "f1": smp.metrics.f1_score, "precision": smp.metrics.precision,

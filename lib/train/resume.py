@@ -13,12 +13,19 @@ compares them with the resuming run's own:
 * a run that has nothing left to do (EPOCHS reached or passed, or early-stopped under this PATIENCE) is
   refused, saying what to raise;
 * a file without training state (a best.pt copied to last.pt) is named as such, with what resume needs.
+
+A resumed run also continues the random streams (python, numpy, torch, CUDA) where last.pt left them
+(`restore_rng_state`); the engine's `rng_state` writes them.
 """
 from __future__ import annotations
 
 import json
 import os
+import random
 from pathlib import Path
+
+import numpy as np
+import torch
 
 from lib.checkpoint import plain
 from lib.config import with_defaults
@@ -137,3 +144,19 @@ def record_resume(resumes: list[dict], after_epoch: int, changes: dict[str, list
         return list(resumes)
     return [*resumes, {"after_epoch": after_epoch, "changed": {name: [text_of(before), text_of(after)]
                                                                 for name, (before, after) in changes.items()}}]
+
+
+def restore_rng_state(rng: dict | None) -> None:
+    """Set the python, numpy, torch and CUDA generators to the states last.pt recorded (the engine's
+    `rng_state`), so the resumed run draws what the uninterrupted one would have. A checkpoint from before
+    RNG states were saved has none: nothing to restore. CUDA states are restored where as many devices exist."""
+    if not rng:
+        return
+    version, internal, gauss_next = rng["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    name, keys, position, has_gauss, cached_gaussian = rng["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
+    torch.set_rng_state(rng["torch"])
+    cuda = rng.get("cuda") or []
+    if cuda and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+        torch.cuda.set_rng_state_all(cuda)

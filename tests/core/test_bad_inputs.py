@@ -35,7 +35,8 @@ from lib.data.bands import BAND_RANGES
 from lib.checkpoint import CheckpointError, read_checkpoint
 from lib.cli import clean_message
 from lib.config import ConfigError
-from lib.data.dataset import IGNORE_INDEX, BandPatchDataset, DataError, index_split, read_npy
+from lib.data.dataset import BandPatchDataset, DataError, index_split, read_npy
+from lib.data.labels import IGNORE_INDEX
 from lib.train.loss import FocalTverskyLoss
 
 SIZE = TINY_SIZE

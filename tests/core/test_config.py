@@ -1,6 +1,7 @@
 import pytest
 
-from lib.cli import run
+from conftest import ROOT
+from lib.cli import run, split_argument
 
 from lib.config import ConfigError, apply_overrides, load_constants, script_constants
 
@@ -26,6 +27,26 @@ def test_wrong_type_is_a_clear_error():
         apply_overrides(CONSTANTS, ["EPOCHS=abc"])
     with pytest.raises(ConfigError, match="expected NAME=value"):
         apply_overrides(CONSTANTS, ["EPOCHS"])
+
+
+def test_every_name_value_reader_splits_alike_and_says_the_same(monkeypatch):
+    """config, kd.py's sweeps, kd_study.py and train_folds.py read NAME=value with lib.cli.split_argument."""
+    import kd_study
+    import train_folds
+    from lib_kd.training_kd import sweep_values
+
+    assert split_argument(" --EPOCHS=a=b") == ("EPOCHS", "a=b")  # only the first '=' splits
+    assert sweep_values(["--KD_TEMPERATURE=1,2"], "KD_TEMPERATURE") == ([], [1.0, 2.0])
+    message = "cannot read argument 'EPOCHS': expected NAME=value, e.g. EPOCHS=2"
+    readers = [lambda: apply_overrides(CONSTANTS, ["EPOCHS"]), lambda: sweep_values(["EPOCHS"], "KD_TEMPERATURE"),
+               lambda: train_folds.parse_argv([str(ROOT / "train_unetlight.py"), "EPOCHS"]), kd_study.main]
+    monkeypatch.setattr("sys.argv", ["kd_study.py", "EPOCHS"])
+    for read in readers:
+        with pytest.raises(ConfigError) as error:
+            read()
+        assert str(error.value) == message
+    with pytest.raises(ConfigError, match="cannot read argument '=2'"):
+        split_argument("=2")
 
 
 def test_load_constants_exits_with_message(capsys):

@@ -8,7 +8,8 @@ import torch
 from conftest import REAL_DATA
 from lib.data.augmentation import train_augmentation
 from lib.data.bands import BAND_RANGES, NORMALIZATIONS, SAR_DB_RANGE, normalize
-from lib.data.dataset import IGNORE_INDEX, BandPatchDataset, DataError, index_split
+from lib.data.dataset import BandPatchDataset, DataError, index_split
+from lib.data.labels import IGNORE_INDEX
 
 
 def write_split(root: Path, split: str, patches: dict, size: int = 32):

@@ -10,8 +10,8 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from lib.synthetic.demo import (LOOKS, TRAIN_BANDS, VAL_BANDS, generate_patch,  # noqa: E402
-                                make_demo_dataset, render_demo_figure)
+from lib.synthetic.demo import LOOKS, TRAIN_BANDS, VAL_BANDS, generate_patch, make_demo_dataset  # noqa: E402
+from lib.synthetic.figure import render_demo_figure  # noqa: E402
 
 N_TRAIN, N_VAL, SIZE, SEED = 6, 3, 128, 7
 

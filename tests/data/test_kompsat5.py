@@ -19,7 +19,8 @@ from conftest import ROOT, write_geotiff
 from lib.data.bands import BAND_RANGES
 from lib.checkpoint import read_checkpoint
 from lib.data.factory import build_datasets, data_settings
-from lib.data.dataset import IGNORE_INDEX, DataError
+from lib.data.dataset import DataError
+from lib.data.labels import IGNORE_INDEX
 from lib.errors import ConfigError
 from lib.data.kompsat5 import (Kompsat5Dataset, amplitude_to_db, build_kompsat5_datasets, hh_image, mask_to_target,
                           preprocess, read_list, tile_starts)

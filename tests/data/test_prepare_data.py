@@ -14,7 +14,8 @@ import rasterio
 from affine import Affine
 
 from conftest import REAL_DATA, ROOT, write_geotiff
-from lib.data.dataset import IGNORE_INDEX, index_split, label_to_target
+from lib.data.dataset import index_split
+from lib.data.labels import IGNORE_INDEX, label_to_target
 from lib.errors import ConfigError, DataError
 from lib.prepare.output import write_patch
 from lib.prepare.report import BINS_PER_RANGE, band_edges, build_report, collect, read_split

@@ -160,25 +160,3 @@ def test_training_the_speed_benchmark_and_the_kd_cost_share_the_one_step(monkeyp
     objective = lib.train.step.SupervisedObjective(lib.train.engine.supervised_loss({}))
     lib_kd.speed_kd.train_epoch(conv, objective, batches, optimization, torch.contiguous_format)
     assert len(calls) == 4
-
-
-def test_imports_point_down():
-    """lib never imports lib_kd, and no module (lib, lib_kd, tools, scripts) imports a top-level script."""
-    import ast
-    from conftest import ROOT
-    scripts = {path.stem for path in ROOT.glob("*.py")}
-    wrong = []
-    for path in [*ROOT.glob("*.py"), *ROOT.glob("lib/**/*.py"), *ROOT.glob("lib_kd/**/*.py")]:
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            else:
-                continue
-            for name in names:
-                top = name.split(".")[0]
-                in_lib = path.relative_to(ROOT).parts[0] == "lib"
-                if top in scripts or (in_lib and top == "lib_kd"):
-                    wrong.append(f"{path.relative_to(ROOT)} imports {name}")
-    assert not wrong, wrong

@@ -4,7 +4,7 @@ import pytest
 import torch
 from segmentation_models_pytorch.losses import TverskyLoss
 
-from lib.data.dataset import IGNORE_INDEX
+from lib.data.labels import IGNORE_INDEX
 from lib.train.loss import FocalTverskyLoss
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from lib.data.dataset import IGNORE_INDEX
+from lib.data.labels import IGNORE_INDEX
 from lib.train.metrics import BandConfusion
 
 

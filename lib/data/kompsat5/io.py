@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from lib.data.bands import normalize
-from lib.data.dataset import IGNORE_INDEX, label_to_target
+from lib.data.labels import IGNORE_INDEX, label_to_target
 from lib.errors import DataError
 from lib.data.raster_io import open_quietly
 
