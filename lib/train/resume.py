@@ -22,6 +22,7 @@ from pathlib import Path
 
 from lib.checkpoint import plain
 from lib.config import with_defaults
+from lib.data.factory import RECORDED_ONLY
 from lib.errors import CheckpointError, ConfigError
 
 MAY_CHANGE = ("EPOCHS", "PATIENCE")
@@ -85,6 +86,8 @@ def meaning_differences(checkpoint: dict, constants: dict, model_name: str, mode
     elif not same(model.get("args", {}), model_args):
         differences["model arguments"] = [model.get("args"), plain(model_args)]
     for key, value in plain(data_info).items():
+        if key in RECORDED_ONLY:  # the table it names is compared
+            continue
         if not same(checkpoint.get("data", {}).get(key, NOT_SET), value):
             differences[f"data {key}"] = [checkpoint.get("data", {}).get(key, NOT_SET), value]
     recorded_world = recorded_world_size(output_dir)
