@@ -42,7 +42,9 @@ from lib.checkpoint import CheckpointError
 from lib.data.dataset import DataError
 from lib.config import with_defaults
 from lib.data.factory import checkpoint_dataset
-from lib.train.engine import evaluate, make_loader, supervised_loss
+from lib.data.loader import make_loader
+from lib.train.engine import evaluate
+from lib.train.loss import supervised_loss
 from lib.train.metrics import METRICS
 from lib.bench.onnx_model import load_model_any
 from lib.runtime import resolve_device, speed_settings

@@ -130,7 +130,7 @@ def predict(args) -> dict:
         raise InferenceError("under torchrun the scenes of a batch are shared among the processes: "
                              "give the scenes with --out-dir DIR")
     if args.out_dir is not None:
-        from lib.train.engine import distributed_context
+        from lib.runtime import distributed_context
         rank, world_size, device = distributed_context(args.device)
     else:
         device = resolve_device(args.device)

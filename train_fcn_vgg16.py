@@ -7,6 +7,7 @@ on KOMPSAT-5 HH scenes (DATA_FORMAT=kompsat5) or the band-agnostic patches.
 """
 from lib.cli import run
 from lib.config import load_constants
+from lib.models.fcn import fcn_args
 from lib.train.engine import train
 
 # model (FCN8s, backbone vgg16)
@@ -55,8 +56,7 @@ RESUME = False               # continue from OUTPUT_DIR/last.pt
 
 def main():
     c = load_constants(globals())
-    train(c, "FCN_VGG16", {"base_channels": c["BASE_CHANNELS"], "fc_width": c["FC_WIDTH"], "fc_kernel": c["FC_KERNEL"],
-                               "batch_norm": c["BATCH_NORM"], "dropout": c["DROPOUT"]})
+    train(c, "FCN_VGG16", fcn_args(c))
 
 
 if __name__ == "__main__":

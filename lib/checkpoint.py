@@ -123,10 +123,15 @@ def load_state(model: nn.Module, state_dict: dict, source: str) -> None:
 def load_model(path: Path | str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the model of a checkpoint from the checkpoint alone; returns (model in eval mode, checkpoint)."""
     checkpoint = read_checkpoint(path)
+    return model_from_checkpoint(checkpoint, path).to(device), checkpoint
+
+
+def model_from_checkpoint(checkpoint: dict, path: Path | str) -> nn.Module:
+    """The model of a checkpoint already read (read_checkpoint), in eval mode on the CPU; `path` names it."""
     spec = checkpoint["model"]
     try:
         model = build_model(spec["name"], spec.get("args"))
     except (KeyError, TypeError) as error:
         raise CheckpointError(f"{path}: cannot rebuild model {spec.get('name')!r}: {error}") from None
     load_state(model, checkpoint["state_dict"], str(path))
-    return model.to(device).eval(), checkpoint
+    return model.eval()

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from torch import nn
 
-from lib.data.bands import normalization_name
-from lib.checkpoint import CheckpointError, file_sha256, load_model, plain, read_checkpoint
-from lib.config import DEFAULTS, check_value
-from lib.data.factory import data_settings
+from lib.data.bands import CUSTOM_NORMALIZATION, NORMALIZATIONS, recorded_normalization_name
+from lib.checkpoint import CheckpointError, file_sha256, model_from_checkpoint, plain, read_checkpoint
+from lib.config import DEFAULTS, Constants, as_constants, check_value
+from lib.data.factory import RECORDED_ONLY, data_settings
 from lib.models.factory import MODELS, parameter_counts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,16 +35,15 @@ class TeacherError(CheckpointError):
 
 # ------------------------------------------------------------------------------------------- student
 
-def student_args(c: dict) -> dict:
+def student_args(c: Constants | dict) -> dict:
     """Keyword arguments of the student c["STUDENT"] built from the constants `c`."""
-    name = check_value("STUDENT", c["STUDENT"])  # an unknown architecture is a ConfigError listing the available
+    c = as_constants(c)  # typed once: an unknown STUDENT or a malformed STUDENT_ARGS is a ConfigError, never dropped
+    name = c["STUDENT"]
     if name == "PSPMixer":
         args = {"image_size": int(c["IMAGE_SIZE"]), **{arg: c[const] for arg, const in PSPMIXER_CONSTANTS.items()}}
     else:
         args = {"image_size": int(c["IMAGE_SIZE"])} if "image_size" in constructor_defaults(name) else {}
-    # typed by lib.config: command-line text becomes a dict, and a malformed one is refused, never dropped
-    extra = check_value("STUDENT_ARGS", c.get("STUDENT_ARGS"))
-    args.update(extra or {})
+    args.update(c.get("STUDENT_ARGS") or {})
     return args
 
 
@@ -101,6 +100,8 @@ def pairing_problems(teacher_data: dict, student_data: dict) -> list[str]:
     """Differences between the data settings a teacher was trained with and the student's, one line per key."""
     problems = []
     for key in dict.fromkeys([*student_data, *teacher_data]):
+        if key in RECORDED_ONLY:  # the normalization table it names is compared
+            continue
         theirs, ours = plain(teacher_data.get(key, _MISSING)), plain(student_data.get(key, _MISSING))
         if theirs == ours:
             continue
@@ -129,40 +130,78 @@ def check_pairing(checkpoint: dict, c: dict, path: Path | str) -> None:
                            f"(e.g. TRAIN_BANDS, VAL_BANDS, IMAGE_SIZE) or train a teacher with these: `{command}`")
 
 
+@dataclass(frozen=True)
+class TeacherFile:
+    """TEACHER_CHECKPOINT read once per kd.py run (content and sha256) and passed on to everything that needs it:
+    the inherited data settings, the teacher model of every run of a sweep, the final table."""
+    path: Path
+    checkpoint: dict | None   # None: no file there yet (kd.py then says how to train the teacher)
+    sha256: str | None
+
+    @classmethod
+    def read(cls, path: Path | str) -> "TeacherFile":
+        path = Path(path)
+        if not path.is_file():
+            return cls(path, None, None)
+        return cls(path, read_checkpoint(path), file_sha256(path))
+
+    @property
+    def data(self) -> dict:
+        return (self.checkpoint or {}).get("data") or {}
+
+
 # kd.py constant -> key of checkpoint["data"]; None in kd.py means "as the teacher was trained"
 INHERITED_DATA = {"TRAIN_BANDS": "train_bands", "VAL_BANDS": "val_bands", "IMAGE_SIZE": "image_size"}
 
 
-def inherit_teacher_data(c: dict) -> dict:
-    """`c` with each of TRAIN_BANDS, VAL_BANDS and IMAGE_SIZE that is None taken from the teacher checkpoint's
-    recorded data settings (or the train scripts' defaults when there is no teacher file yet), so that
-    `python kd.py` distils whatever teacher was trained. A value given explicitly is kept, and
+def needs_teacher_data(c) -> bool:
+    return any(c.get(name) is None for name in (*INHERITED_DATA, "NORMALIZATION"))
+
+
+def inherited_values(c, teacher: TeacherFile) -> dict:
+    """{constant: value} for each of TRAIN_BANDS, VAL_BANDS, IMAGE_SIZE and NORMALIZATION that is None in `c`: the
+    teacher checkpoint's recorded data settings (the train scripts' defaults when there is no teacher file yet),
+    so that `python kd.py` distils whatever teacher was trained. A value given explicitly is kept, and
     check_pairing still refuses it when it differs from the teacher's."""
-    c = dict(c)
-    missing = [name for name in INHERITED_DATA if c.get(name) is None]
-    teacher_data = {}
-    if (missing or c.get("NORMALIZATION") is None) and Path(c["TEACHER_CHECKPOINT"]).is_file():
-        teacher_data = read_checkpoint(c["TEACHER_CHECKPOINT"]).get("data") or {}
-    for name in missing:
-        value = teacher_data.get(INHERITED_DATA[name], DEFAULTS[name])
-        c[name] = int(value) if name == "IMAGE_SIZE" else tuple(value)
+    values, data = {}, teacher.data
+    for name, key in INHERITED_DATA.items():
+        if c.get(name) is None:
+            value = data.get(key, DEFAULTS[name])
+            values[name] = int(value) if name == "IMAGE_SIZE" else tuple(value)
     if c.get("NORMALIZATION") is None:  # the teacher's range table by name ("sar" when there is no teacher yet)
-        c["NORMALIZATION"] = normalization_name(teacher_data.get("normalization")) if teacher_data else DEFAULTS["NORMALIZATION"]
+        name = recorded_normalization_name(data) if data else DEFAULTS["NORMALIZATION"]
+        if name == CUSTOM_NORMALIZATION:
+            raise TeacherError(f"teacher {teacher.path}: its normalization table {data.get('normalization')} is none of "
+                               f"lib/data/bands.py NORMALIZATIONS ({', '.join(NORMALIZATIONS)}); train the teacher "
+                               f"with one of them, or add its table there")
+        values["NORMALIZATION"] = name
+    return values
+
+
+def inherit_teacher_data(c: dict, teacher: TeacherFile | None = None) -> dict:
+    """`c` (a plain dict) with the values inherited_values takes from the teacher; `teacher`: the file already
+    read, else it is read here when a value is None."""
+    if teacher is None:
+        teacher = TeacherFile.read(c["TEACHER_CHECKPOINT"]) if needs_teacher_data(c) else TeacherFile(Path(), None, None)
+    c = {**c, **inherited_values(c, teacher)}
     for name in ("TRAIN_BANDS", "VAL_BANDS"):  # text from a caller that did not load constants: "VV,VH"
         if isinstance(c[name], str):
             c[name] = check_value(name, c[name])
     return c
 
 
-def load_teacher(path: Path | str, c: dict) -> Teacher:
-    """Rebuild, check and freeze the teacher of TEACHER_CHECKPOINT (any trained checkpoint, e.g. a Unet)."""
+def load_teacher(path: Path | str, c, teacher: TeacherFile | None = None) -> Teacher:
+    """Rebuild, check and freeze the teacher of TEACHER_CHECKPOINT (any trained checkpoint, e.g. a Unet);
+    `teacher`: the file already read (TeacherFile.read), else it is read here."""
     path = Path(path)
-    if not path.is_file():
+    teacher = teacher if teacher is not None else TeacherFile.read(path)
+    if teacher.checkpoint is None:
         raise TeacherError(missing_teacher_message(path, c))
-    model, checkpoint = load_model(path)
+    checkpoint = teacher.checkpoint
+    model = model_from_checkpoint(checkpoint, path)
     check_pairing(checkpoint, c, path)
     counts = parameter_counts(model, int(c["IMAGE_SIZE"]))  # before freezing: "used" needs gradients
-    return Teacher(model=freeze(model), path=path, sha256=file_sha256(path), name=checkpoint["model"]["name"],
+    return Teacher(model=freeze(model), path=path, sha256=teacher.sha256, name=checkpoint["model"]["name"],
                    args=checkpoint["model"].get("args") or {}, parameters=counts, data=checkpoint["data"])
 
 

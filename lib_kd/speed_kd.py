@@ -13,28 +13,33 @@ import time
 
 import torch
 
+from lib.config import as_constants
 from lib.data.factory import build_datasets
-from lib.train.engine import make_loader, supervised_loss
+from lib.data.loader import make_loader
+from lib.train.loss import supervised_loss
 from lib.models.factory import build_model
 from lib.runtime import autocast, resolve_device, seed_everything, speed_settings
 from lib.bench.speed import sync
 from lib.train.step import Optimization, SupervisedObjective, optimizer_step
-from lib_kd.model_kd import inherit_teacher_data, load_teacher, student_args
-from lib_kd.training_kd import DistillationLoss, KDObjective, added_methods
+from lib_kd.model_kd import TeacherFile, inherited_values, load_teacher, student_args
+from lib_kd.objective import DistillationLoss, KDObjective
+from lib_kd.training_kd import added_methods
 
 
 def kd_epoch_cost(c: dict, rounds: int = 3) -> dict:
     """Seconds of one epoch over the training split of `c` (kd.py's constants, teacher's data settings
     filled in): the student trained alone, the teacher's forward pass alone, and a distillation epoch,
     alternated `rounds` times in one process (medians), with the engine's precision and memory format."""
-    c = inherit_teacher_data(c)
+    c = as_constants(c)
+    teacher_file = TeacherFile.read(c["TEACHER_CHECKPOINT"])  # read once: data settings and model
+    c = c.replace(**inherited_values(c, teacher_file))
     device = resolve_device(c["DEVICE"])
     settings = speed_settings(c, device)
     memory_format = torch.channels_last if settings["channels_last"] else torch.contiguous_format
     seed_everything(c["SEED"])
     train_set, _ = build_datasets(c, log=lambda *a: None)
     loader = make_loader(train_set, c, True, device, torch.Generator().manual_seed(0))
-    teacher = load_teacher(c["TEACHER_CHECKPOINT"], c)
+    teacher = load_teacher(c["TEACHER_CHECKPOINT"], c, teacher_file)
     args = student_args(c)
     student = build_model(c["STUDENT"], args).to(device, memory_format=memory_format).train()
     supervised = supervised_loss(c).to(device)

@@ -105,7 +105,9 @@ def throughput(model: OnnxModel, image_size: int, batches=THROUGHPUT_BATCHES, ma
 
 def score(model: OnnxModel, dataset, bands, batch_size: int = 32) -> dict:
     """Validation metrics through `model` with lib.train.engine.evaluate (the metrics of training and evaluate.py)."""
-    from lib.train.engine import evaluate, make_loader, supervised_loss
+    from lib.data.loader import make_loader
+    from lib.train.engine import evaluate
+    from lib.train.loss import supervised_loss
     c = with_defaults({"BATCH_SIZE": batch_size, "NUM_WORKERS": 0})
     loader = make_loader(dataset, c, False, torch.device("cpu"), None)
     loss, metrics = evaluate(model, loader, supervised_loss(c), bands, torch.device("cpu"), "fp32")

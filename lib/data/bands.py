@@ -58,12 +58,23 @@ def normalization_table(name: str) -> dict[str, tuple[float, float]]:
     return NORMALIZATIONS[name]
 
 
+CUSTOM_NORMALIZATION = "custom"  # a recorded table that is none of NORMALIZATIONS (e.g. a range edited since)
+
+
 def normalization_name(recorded: dict | None) -> str:
-    """Which table a checkpoint's recorded normalization ({band: [lo, hi]}) is; the default when none fits."""
+    """Which table of NORMALIZATIONS a recorded normalization ({band: [lo, hi]}) is: the first whose ranges
+    equal it on every recorded band; CUSTOM_NORMALIZATION when none does (never a guess)."""
     for name, table in NORMALIZATIONS.items():
-        if recorded and all(band in table and list(table[band]) == list(map(float, r)) for band, r in recorded.items()):
+        if recorded and all(band in table and list(map(float, table[band])) == list(map(float, r))
+                            for band, r in recorded.items()):
             return name
-    return DEFAULT_NORMALIZATION
+    return CUSTOM_NORMALIZATION
+
+
+def recorded_normalization_name(data: dict) -> str:
+    """The normalization name a checkpoint's data settings record, or, for a checkpoint from before it was
+    recorded, the name derived from its table (normalization_name)."""
+    return data.get("normalization_name") or normalization_name(data.get("normalization"))
 
 
 def band_unit(band: str) -> str:

@@ -8,37 +8,31 @@ from __future__ import annotations
 
 from lib.data.augmentation import train_augmentation
 from lib.data.bands import band_range, normalization_table
-from lib.config import resolve_constants
+from lib.config import Constants, as_constants
 from lib.data.dataset import BandPatchDataset
 
-KOMPSAT5_BANDS = ("HH",)
+# recorded beside the table it names, for a reader; comparisons of data settings (resume, teacher pairing)
+# compare the table itself, and checkpoints from before it was recorded lack it
+RECORDED_ONLY = ("normalization_name",)
 
 
-def resolve_data_constants(c: dict) -> dict:
-    """`c` checked and completed with the defaults (lib.config), and what follows from DATA_FORMAT:
-    KOMPSAT-5 scenes have one band, HH. A value out of its range is a ConfigError."""
-    c = resolve_constants(c)
-    if c["DATA_FORMAT"] == "kompsat5":
-        return {**c, "TRAIN_BANDS": KOMPSAT5_BANDS, "VAL_BANDS": KOMPSAT5_BANDS}
-    return c
-
-
-def data_settings(c: dict) -> dict:
-    """What a model trained with constants `c` expects of its input (kept in every checkpoint)."""
-    c = resolve_data_constants(c)
+def data_settings(c: Constants | dict) -> dict:
+    """What a model trained with constants `c` expects of its input (kept in every checkpoint): the
+    normalization table and its name (NORMALIZATION) among them."""
+    c = as_constants(c)
     bands = list(dict.fromkeys([*c["TRAIN_BANDS"], *c["VAL_BANDS"]]))
     settings = {"format": c["DATA_FORMAT"], "train_bands": list(c["TRAIN_BANDS"]), "val_bands": list(c["VAL_BANDS"]),
                 "normalization": {band: list(band_range(band, normalization_table(c["NORMALIZATION"]))) for band in bands},
-                "image_size": int(c["IMAGE_SIZE"])}
+                "normalization_name": c["NORMALIZATION"], "image_size": int(c["IMAGE_SIZE"])}
     if c["DATA_FORMAT"] == "kompsat5":
         from lib.data.kompsat5 import kompsat5_settings
         settings.update(kompsat5_settings(c))
     return settings
 
 
-def build_datasets(c: dict, log=print):
+def build_datasets(c: Constants | dict, log=print):
     """(train, val) datasets for the constants `c`; reports counts and skipped items."""
-    c = resolve_data_constants(c)
+    c = as_constants(c)
     if c["DATA_FORMAT"] == "kompsat5":
         from lib.data.kompsat5 import build_kompsat5_datasets
         train_set, val_set = build_kompsat5_datasets(c)

@@ -116,3 +116,14 @@ class FCN8s(nn.Module):
         score = crop_to(self.up_pool4(score), pool3.shape[-2:]) + self.score_pool3(pool3)
         score = F.interpolate(score, scale_factor=8, mode="bilinear", align_corners=False)
         return crop_to(score, size)
+
+
+# the model constants of train_fcn_vgg16.py and train_fcn_vgg19.py -> FCN8s keyword arguments: the two scripts
+# differ only in their backbone (model name) and OUTPUT_DIR
+FCN_CONSTANTS = {"base_channels": "BASE_CHANNELS", "fc_width": "FC_WIDTH", "fc_kernel": "FC_KERNEL",
+                 "batch_norm": "BATCH_NORM", "dropout": "DROPOUT"}
+
+
+def fcn_args(c) -> dict:
+    """FCN8s keyword arguments from a train script's constants."""
+    return {arg: c[name] for arg, name in FCN_CONSTANTS.items()}

@@ -13,51 +13,43 @@ lib/train/checkpoint_saver.py.
 """
 from __future__ import annotations
 
-import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from lib.data.augmentation import seed_worker
 from lib.train.baseline import baseline_line, threshold_baseline
-from lib.checkpoint import FORMAT, load_state, plain, read_checkpoint
+from lib.checkpoint import load_state, read_checkpoint
 from lib.train.checkpoint_saver import CheckpointSaver, deferred_sigint  # noqa: F401 (deferred_sigint: re-exported)
-from lib.config import with_defaults
-from lib.data.factory import build_datasets, data_settings, resolve_data_constants
+from lib.config import Constants, as_constants
+from lib.data.factory import build_datasets, data_settings
+from lib.data.loader import make_loader
 from lib.train.encoder_weights import load_encoder_weights
 from lib.errors import CheckpointError, TrainingError
-from lib.train.loss import FocalTverskyBCE, FocalTverskyLoss
+from lib.train.loss import supervised_loss
 from lib.train.metrics import BandConfusion
 from lib.models.factory import build_model, used_parameters
+from lib.train.records import checkpoint, summary, training_state
 from lib.train.resume import check_resume, describe, record_resume, restore_rng_state
 from lib.train.run_lock import holds_output_dir, output_dir_of
 from lib.train.messages import interrupted as interrupted_message, non_finite_loss
-from lib.runtime import (autocast, keep_freed_memory, library_versions, resolve_device, resolve_workers,
-                         seed_everything, speed_settings)
+from lib.runtime import autocast, distributed_context, keep_freed_memory, seed_everything, speed_settings
 from lib.train.step import Optimization, SupervisedObjective, optimizer_step
 
 __all__ = ["train", "build_run", "train_one_epoch", "evaluate", "Run", "Progress", "SupervisedObjective",
-           "supervised_loss", "make_loader", "distributed_context", "deferred_sigint", "TrainingError"]
-
-
-def supervised_loss(c: dict) -> nn.Module:
-    """Focal Tversky (FTL_*), plus BCE_WEIGHT x cross-entropy when BCE_WEIGHT > 0 (0: the published loss)."""
-    c = with_defaults(c)
-    tversky = FocalTverskyLoss(alpha=c["FTL_ALPHA"], beta=c["FTL_BETA"], gamma=c["FTL_GAMMA"])
-    return FocalTverskyBCE(tversky, c["BCE_WEIGHT"]) if c["BCE_WEIGHT"] > 0 else tversky
+           "deferred_sigint", "TrainingError"]
 
 
 # ------------------------------------------------------------------------------------------ training
 
 @holds_output_dir  # one run per OUTPUT_DIR (a lock file), which is checked writable before any work
-def train(constants: dict, model_name: str, model_args: dict,
+def train(constants: Constants | dict, model_name: str, model_args: dict,
           objective: Callable | None = None, extra_summary: Callable[[], dict] | None = None) -> dict:
     """Train `model_name` with the script's constants; writes best.pt, last.pt, history.csv,
     summary.json and curves.png to OUTPUT_DIR and returns the summary."""
@@ -218,8 +210,8 @@ class Progress:
 @dataclass
 class Run:
     """Everything a training run holds, built once by `build_run`."""
-    constants: dict            # as the script passed them (recorded in checkpoints and summary.json)
-    c: dict                    # completed with the defaults and the data format's bands
+    constants: dict            # as the script gave them (recorded in checkpoints and summary.json): c.given
+    c: Constants               # resolved once: completed with the defaults and the data format's bands
     model_name: str
     model_args: dict
     rank: int
@@ -264,11 +256,13 @@ class Run:
             print(*args, **kwargs)
 
 
-def build_run(constants: dict, model_name: str, model_args: dict, objective: Callable | None = None,
+def build_run(constants: Constants | dict, model_name: str, model_args: dict, objective: Callable | None = None,
               extra_summary: Callable[[], dict] | None = None) -> Run:
-    """Data, model, objective, optimizer and schedulers of a run, resumed from last.pt with RESUME."""
+    """Data, model, objective, optimizer and schedulers of a run, resumed from last.pt with RESUME. `constants`:
+    load_constants' Constants, trusted as they are (a plain dict is resolved here, once)."""
     started = time.time()
-    c = resolve_data_constants(constants)
+    c = as_constants(constants)
+    constants = c.given
     rank, world_size, device = distributed_context(c["DEVICE"])
     log = print if rank == 0 else (lambda *args, **kwargs: None)
     speed = speed_settings(c, device)
@@ -365,82 +359,3 @@ def resume(run: Run, checkpoint: dict, changes: dict) -> None:
     restore_rng_state(state.get("rng"))
     CheckpointSaver(run.output_dir, enabled=run.is_main).repair_best(checkpoint)
     run.log(f"resumed from {last} after epoch {run.progress.epoch}" + (f"; changed: {describe(changes)}" if changes else ""))
-
-
-def distributed_context(device_name: str) -> tuple[int, int, torch.device]:
-    """(rank, world size, device). Under torchrun, joins the process group (NCCL on CUDA, gloo on CPU)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        return 0, 1, resolve_device(device_name)
-    device = resolve_device(device_name)
-    if device.type == "cuda":
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), world_size, device
-
-
-def make_loader(dataset, c: dict, train: bool, device: torch.device, generator: torch.Generator | None,
-                rank: int = 0, world_size: int = 1) -> DataLoader:
-    workers = resolve_workers(c["NUM_WORKERS"])
-    sampler = None
-    if world_size > 1:
-        if train:
-            sampler = DistributedSampler(dataset, world_size, rank, shuffle=True, seed=c["SEED"])
-        else:  # a plain shard: every item exactly once over all ranks, so reduced metrics are exact
-            dataset = Subset(dataset, range(rank, len(dataset), world_size))
-    return DataLoader(dataset, batch_size=c["BATCH_SIZE"], shuffle=train and sampler is None, sampler=sampler,
-                      drop_last=train and len(dataset) > c["BATCH_SIZE"], num_workers=workers,
-                      worker_init_fn=seed_worker, generator=generator, pin_memory=device.type == "cuda",
-                      persistent_workers=workers > 0)
-
-
-# ---------------------------------------------------------------------------------- what a run writes
-
-def checkpoint(run: Run, metrics: dict) -> dict:
-    """best.pt's content (last.pt adds training_state)."""
-    return {"format": FORMAT, "model": {"name": run.model_name, "args": plain(run.model_args)},
-            "state_dict": run.model.state_dict(), "data": plain(run.data_info), "metrics": plain(metrics),
-            "epoch": run.progress.epoch, "parameters": run.parameters, "constants": plain(run.constants),
-            "baseline": plain(run.baseline)}
-
-
-def training_state(run: Run) -> dict:
-    """What RESUME needs beyond the weights: optimizer, schedulers, scaler, counters, RNG states."""
-    state = {"optimizer": run.optimization.optimizer.state_dict(), "plateau": run.plateau.state_dict(),
-             "scaler": run.optimization.scaler.state_dict(), "progress": plain(asdict(run.progress)), "rng": rng_state()}
-    if hasattr(run.objective, "parameters") and list(run.objective.parameters()):
-        state["objective"] = run.objective.state_dict()  # kd.py's feature adapter
-    return state
-
-
-def rng_state() -> dict:
-    import random
-
-    import numpy as np
-    numpy_state = np.random.get_state()
-    return {"python": plain(random.getstate()), "torch": torch.get_rng_state(),
-            "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
-def summary(run: Run) -> dict:
-    """summary.json: the best epoch's validation metrics and how the run was made."""
-    p, c = run.progress, run.c
-    best = next((row for row in p.history if row["epoch"] == p.best_epoch), {})
-    result = {"model": run.model_name, "model_args": plain(run.model_args), "best_epoch": p.best_epoch,
-              **{k: v for k, v in best.items() if k.startswith("val_")},
-              "epochs_run": p.epoch, "parameters": run.parameters, "parameters_trained": run.parameters_trained,
-              "encoder_weights": run.encoder_weights, "device": str(run.device), **run.speed,
-              "world_size": run.world_size, "num_workers": resolve_workers(c["NUM_WORKERS"]),
-              "data": {"root": str(c["DATA_ROOT"]), **plain(run.data_info), "train_patches": len(run.train_set),
-                       "val_items": len(run.val_set),
-                       "skipped": {"train": dict(run.train_set.skipped), "val": dict(run.val_set.skipped)}},
-               "constants": plain(run.constants), "resumes": p.resumes, "baseline": plain(run.baseline),
-               "wall_time_s": round(time.time() - run.started, 1),
-              "versions": library_versions()}
-    if run.extra_summary:
-        result.update(plain(run.extra_summary()))
-    return result

@@ -23,9 +23,12 @@ and at full resolution they made the loss a quarter of a small student's trainin
 """
 from __future__ import annotations
 
+from typing import Mapping
+
 import torch
 from torch import nn
 
+from lib.config import Constants, with_defaults
 from lib.data.labels import IGNORE_INDEX
 
 
@@ -65,3 +68,12 @@ class FocalTverskyBCE(nn.Module):
         bce = nn.functional.binary_cross_entropy_with_logits(logits.float(), equals(labels, 1), weight=labelled,
                                                              reduction="sum") / labelled.sum().clamp_min(1)
         return self.tversky(logits, target) + self.bce_weight * bce
+
+
+def supervised_loss(c: Mapping) -> nn.Module:
+    """The engine's loss: Focal Tversky (FTL_*), plus BCE_WEIGHT x cross-entropy when BCE_WEIGHT > 0 (0: the
+    published loss). `c`: resolved Constants, or a plain dict (a checkpoint's recorded constants), completed
+    with the defaults."""
+    c = c if isinstance(c, Constants) else with_defaults(c)
+    tversky = FocalTverskyLoss(alpha=c["FTL_ALPHA"], beta=c["FTL_BETA"], gamma=c["FTL_GAMMA"])
+    return FocalTverskyBCE(tversky, c["BCE_WEIGHT"]) if c["BCE_WEIGHT"] > 0 else tversky

@@ -15,7 +15,7 @@ compares them with the resuming run's own:
 * a file without training state (a best.pt copied to last.pt) is named as such, with what resume needs.
 
 A resumed run also continues the random streams (python, numpy, torch, CUDA) where last.pt left them
-(`restore_rng_state`); the engine's `rng_state` writes them.
+(`restore_rng_state`); `rng_state` in lib/train/records.py writes them.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import torch
 
 from lib.checkpoint import plain
 from lib.config import with_defaults
+from lib.data.factory import RECORDED_ONLY
 from lib.errors import CheckpointError, ConfigError
 
 MAY_CHANGE = ("EPOCHS", "PATIENCE")
@@ -92,6 +93,8 @@ def meaning_differences(checkpoint: dict, constants: dict, model_name: str, mode
     elif not same(model.get("args", {}), model_args):
         differences["model arguments"] = [model.get("args"), plain(model_args)]
     for key, value in plain(data_info).items():
+        if key in RECORDED_ONLY:  # the table it names is compared
+            continue
         if not same(checkpoint.get("data", {}).get(key, NOT_SET), value):
             differences[f"data {key}"] = [checkpoint.get("data", {}).get(key, NOT_SET), value]
     recorded_world = recorded_world_size(output_dir)

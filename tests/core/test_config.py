@@ -61,3 +61,47 @@ def test_load_constants_exits_with_message(capsys):
 def test_script_constants_keep_only_upper_case_plain_values():
     namespace = {"EPOCHS": 3, "lower": 1, "train": print, "_HIDDEN": 2, "BANDS": ("VV",)}
     assert script_constants(namespace) == {"EPOCHS": 3, "BANDS": ("VV",)}
+
+
+# ------------------------------------------------------------------------------- the resolved constants
+
+def test_constants_are_frozen_typed_and_replaced_by_a_checked_copy():
+    import copy
+    import pickle
+    from lib.config import Constants, resolve_constants
+    c = resolve_constants({"EPOCHS": "3", "DATA_FORMAT": "kompsat5"})
+    assert isinstance(c, Constants) and c["EPOCHS"] == c.EPOCHS == 3 and c.AUGMENT is True  # a default
+    assert c["TRAIN_BANDS"] == c["VAL_BANDS"] == ("HH",) and c.given == {"EPOCHS": 3, "DATA_FORMAT": "kompsat5"}
+    with pytest.raises(AttributeError, match="read-only"):
+        c.EPOCHS = 4
+    with pytest.raises(TypeError):
+        c["EPOCHS"] = 4
+    with pytest.raises(AttributeError):
+        del c.EPOCHS
+    with pytest.raises(TypeError, match="load_constants"):
+        Constants({"EPOCHS": -1}, {})  # only the resolver makes them
+    longer = c.replace(EPOCHS="5")
+    assert longer.EPOCHS == 5 and c.EPOCHS == 3 and longer.given["EPOCHS"] == 5
+    with pytest.raises(ConfigError, match="EPOCHS=0"):
+        c.replace(EPOCHS=0)
+    assert copy.deepcopy(c) == c and pickle.loads(pickle.dumps(c)).given == c.given
+    assert {**c}["LR"] == c["LR"] and dict(c) == dict(c.items())
+
+
+def test_constants_are_resolved_once_per_run(tiny_data, tmp_path, monkeypatch):
+    """load_constants resolves; the engine, the datasets, the loss and the checkpoint take them as they are."""
+    import lib.config
+    from conftest import tiny_constants
+    from lib.checkpoint import read_checkpoint
+    from lib.train.engine import train
+    calls = []
+    resolve = lib.config.resolve
+    monkeypatch.setattr(lib.config, "resolve", lambda *a, **k: calls.append(a) or resolve(*a, **k))
+    namespace = {**tiny_constants(tiny_data, tmp_path / "once"), "WIDTH": 4}
+    c = load_constants(namespace, ["EPOCHS=1"])
+    assert len(calls) == 1
+    train(c, "UnetLight", {"width": c["WIDTH"]})
+    assert len(calls) == 1  # nothing below the script resolves or checks the constants again
+    checkpoint = read_checkpoint(tmp_path / "once" / "best.pt")
+    assert checkpoint["constants"] == {**namespace, "EPOCHS": 1} and "AUGMENT" not in checkpoint["constants"]
+    assert checkpoint["data"]["normalization_name"] == "sar"

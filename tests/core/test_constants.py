@@ -8,7 +8,8 @@ import pytest
 
 from conftest import ROOT
 from lib.cli import run
-from lib.config import (CONSTANTS, DEFAULTS, SCRIPT_DIFFERENCES, ConfigError, check_value, load_constants,
+from lib.constants_table import SCRIPT_DIFFERENCES
+from lib.config import (CONSTANTS, DEFAULTS, ConfigError, check_value, load_constants,
                         resolve_constants, with_defaults)
 
 # train_folds.py runs the other scripts (its FOLDS/DRY_RUN are read by itself); it has no training constants
@@ -172,7 +173,8 @@ def test_loaded_constants_are_typed():
     assert c["PATCH"] == 32 and c["PRECISION"] == "auto"  # machine-dependent placeholders: lib.runtime resolves
     kd = load_constants(script_literals("kd.py"), ["STUDENT_ARGS={'width': 8}", "STUDENT=UnetLight"])
     assert kd["STUDENT_ARGS"] == {"width": 8} and kd["IMAGE_SIZE"] is None  # None: the teacher's, filled by lib_kd
-    assert "AUGMENT" not in c  # what a checkpoint records: the script's own constants, as given
+    # what a checkpoint records: the script's own constants, as given (c.given); c itself is completed
+    assert "AUGMENT" not in c.given and c["AUGMENT"] is True
 
 
 def test_resolve_constants_merges_defaults_once_and_checks():

@@ -21,6 +21,7 @@ def test_checkpoint_round_trip_follows_the_recorded_normalization(tiny_data, tmp
     model, checkpoint = load_model(tmp_path / name / "best.pt")
     recorded = checkpoint["data"]["normalization"]
     assert recorded["VH"] == list(NORMALIZATIONS[name]["VH"]) and normalization_name(recorded) == name
+    assert checkpoint["data"]["normalization_name"] == name  # recorded beside its table
     assert checkpoint["constants"]["NORMALIZATION"] == name
     # evaluation rebuilds the input from the checkpoint alone and gets the training run's numbers
     result = evaluate.main([str(tmp_path / name / "best.pt"), "--data-root", str(tiny_data), "--out",
@@ -54,3 +55,33 @@ def test_water_is_dark_in_every_normalized_band_of_the_sar_table(tiny_data):
                 land.append(image[target == 0])
             darker = float(np.median(np.concatenate(water))) < float(np.median(np.concatenate(land)))
             assert darker == (ndwi_water_dark or band != "NDWI"), (name, band)
+
+
+def test_normalization_name_is_derived_only_on_an_exact_table_match():
+    from lib.data.bands import CUSTOM_NORMALIZATION, recorded_normalization_name
+    published = {band: list(NORMALIZATIONS["published"][band]) for band in ("VV", "VH")}
+    assert normalization_name(published) == "published"
+    # a checkpoint from before the name was recorded: derived from its table; a recorded name wins
+    assert recorded_normalization_name({"normalization": published}) == "published"
+    assert recorded_normalization_name({"normalization": published, "normalization_name": "sar"}) == "sar"
+    # a table that is none of NORMALIZATIONS is called what it is, never silently "sar"
+    edited = {"VV": [-25.0, 5.0], "VH": list(NORMALIZATIONS["sar"]["VH"])}
+    assert normalization_name(edited) == CUSTOM_NORMALIZATION == recorded_normalization_name({"normalization": edited})
+    assert normalization_name({}) == normalization_name(None) == CUSTOM_NORMALIZATION
+
+
+def test_old_checkpoints_without_the_name_still_pair_and_resume(tiny_data, tmp_path):
+    """data["normalization_name"] is new: a teacher or a last.pt that lacks it is compared by its table alone."""
+    from lib.data.factory import data_settings
+    from lib.train.resume import meaning_differences
+    from lib_kd.model_kd import pairing_problems
+    c = tiny_constants(tiny_data, tmp_path / "old")
+    current = data_settings(c)
+    old = {key: value for key, value in current.items() if key != "normalization_name"}
+    assert current["normalization_name"] == "sar" and pairing_problems(old, current) == []
+    checkpoint = {"constants": dict(c), "model": {"name": "MLP_256", "args": {}}, "data": old}
+    assert meaning_differences(checkpoint, c, "MLP_256", {}, current, 1, tmp_path) == {}
+    # the table itself is still compared
+    published = data_settings({**c, "NORMALIZATION": "published"})
+    assert pairing_problems(old, published) and "data normalization" in meaning_differences(
+        checkpoint, c, "MLP_256", {}, published, 1, tmp_path)

@@ -8,12 +8,15 @@ import torch
 
 from conftest import TINY_SIZE, tiny_constants
 from lib.checkpoint import load_model, read_checkpoint
-from lib.train.engine import SupervisedObjective, supervised_loss, train
+from lib.train.engine import SupervisedObjective, train
+from lib.train.loss import supervised_loss
 from lib.errors import ConfigError
 from lib.train.loss import FocalTverskyLoss
 from lib.runtime import autocast
 from lib_kd.model_kd import TeacherError, full_args, inherit_teacher_data, load_teacher, student_args
-from lib_kd.training_kd import DistillationLoss, KDObjective, distill, find_scratch_run
+from lib_kd.comparison import find_scratch_run
+from lib_kd.objective import DistillationLoss, KDObjective
+from lib_kd.training_kd import distill
 
 TINY_STUDENT = {"image_size": TINY_SIZE, "patch": 16, "hidden": 16, "depth": 3, "tokens_mlp": 16, "channels_mlp": 32}
 TINY_CLI = [f"IMAGE_SIZE={TINY_SIZE}", "PATCH=16", "HIDDEN=16", "TOKENS_MLP=16", "CHANNELS_MLP=32", "NUM_WORKERS=0",
@@ -30,6 +33,19 @@ def kd_constants(tiny_data, output, teacher, inherit=True, **overrides):
     c.pop("ENCODER_WEIGHTS")
     c.update(overrides)
     return inherit_teacher_data(c) if inherit else c
+
+
+def count_teacher_reads(monkeypatch, teacher) -> list:
+    """Every read of the teacher checkpoint file from now on (each torch.load of it)."""
+    from pathlib import Path
+    reads, load = [], torch.load
+
+    def counted(f, *args, **kwargs):
+        if isinstance(f, (str, Path)) and Path(f).resolve() == Path(teacher).resolve():
+            reads.append(str(f))
+        return load(f, *args, **kwargs)
+    monkeypatch.setattr(torch, "load", counted)
+    return reads
 
 
 def batch(seed=0, n=2, size=16, nodata=True):
@@ -197,7 +213,15 @@ def test_kd_script_end_to_end(tiny_pspnet, tiny_data, tmp_path, monkeypatch, cap
     output = tmp_path / "kd_pspmixer"
     monkeypatch.setattr(sys, "argv", ["kd.py", "EPOCHS=1", f"DATA_ROOT={tiny_data}", f"TEACHER_CHECKPOINT={tiny_pspnet}",
                                       f"OUTPUT_DIR={output}", *TINY_CLI])
+    import lib.config
+    resolved, resolve = [], lib.config.resolve
+    monkeypatch.setattr(lib.config, "resolve", lambda *a, **k: resolved.append(a) or resolve(*a, **k))
+    reads = count_teacher_reads(monkeypatch, tiny_pspnet)
     kd.main()
+    assert len(reads) == 1  # the teacher file is read once: inherited data settings, model, table
+    # this run's constants: load_constants, then once more with the teacher's bands, size and normalization (the
+    # table also resolves the recorded constants of the student-alone run it compares with)
+    assert len([a for a in resolved if a[0].get("OUTPUT_DIR") == str(output)]) == 2
     printed = capsys.readouterr().out
     for name in ("best.pt", "last.pt", "history.csv", "summary.json"):
         assert (output / name).is_file(), name

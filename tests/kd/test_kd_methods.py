@@ -16,9 +16,10 @@ from lib.models.factory import build_model
 from lib_kd.features import FeatureTap, probe
 from lib_kd.losses import affinity_loss, channel_wise_loss, feature_loss, match_resolution
 from lib_kd.model_kd import load_teacher, student_args
-from lib_kd.training_kd import (DistillationLoss, FeaturePair, KDMethods, KDObjective, comparison_table, distill,
-                                sweep_values)
-from test_kd import TINY_CLI, kd_constants
+from lib_kd.comparison import comparison_table
+from lib_kd.objective import DistillationLoss, FeaturePair, KDMethods, KDObjective
+from lib_kd.training_kd import distill, sweep_values
+from test_kd import TINY_CLI, count_teacher_reads, kd_constants
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -240,7 +241,9 @@ def test_temperature_sweep(tiny_pspnet, tiny_data, tmp_path, monkeypatch, capsys
     output = tmp_path / "kd"
     monkeypatch.setattr(sys, "argv", ["kd.py", "EPOCHS=1", f"DATA_ROOT={tiny_data}", f"TEACHER_CHECKPOINT={tiny_pspnet}",
                                       f"OUTPUT_DIR={output}", "COST_TABLE=0", "KD_TEMPERATURE=1,2", *TINY_CLI])
+    reads = count_teacher_reads(monkeypatch, tiny_pspnet)
     kd.main()
+    assert len(reads) == 1  # once for the whole sweep (before: twice per run and twice more for the table)
     printed = capsys.readouterr().out
     for t in ("1", "2"):
         summary = json.loads((tmp_path / f"kd_T{t}" / "summary.json").read_text())

@@ -8,7 +8,9 @@ import torch
 
 from conftest import ROOT, tiny_constants
 from lib.data.factory import build_datasets
-from lib.train.engine import evaluate, make_loader, supervised_loss
+from lib.data.loader import make_loader
+from lib.train.engine import evaluate
+from lib.train.loss import supervised_loss
 from lib.checkpoint import load_model
 
 

@@ -157,6 +157,6 @@ def test_training_the_speed_benchmark_and_the_kd_cost_share_the_one_step(monkeyp
     conv = torch.nn.Conv2d(1, 1, 1)
     batches = [(torch.rand(2, 1, 8, 8), torch.zeros(2, 1, 8, 8, dtype=torch.uint8), None)]
     optimization = lib.train.step.Optimization(torch.optim.SGD(conv.parameters(), lr=0.1), torch.amp.GradScaler("cpu", enabled=False))
-    objective = lib.train.step.SupervisedObjective(lib.train.engine.supervised_loss({}))
+    objective = lib.train.step.SupervisedObjective(lib.train.loss.supervised_loss({}))
     lib_kd.speed_kd.train_epoch(conv, objective, batches, optimization, torch.contiguous_format)
     assert len(calls) == 4

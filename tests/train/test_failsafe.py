@@ -362,7 +362,7 @@ def fake_scratch_run(folder: Path, c: dict, name: str, args: dict) -> Path:
 
 
 def test_kd_matches_the_student_alone_run_of_the_same_kompsat5_fold_only(tmp_path):
-    from lib_kd.training_kd import find_scratch_run, matched_on
+    from lib_kd.comparison import find_scratch_run, matched_on
     k5 = dict(DATA_FORMAT="kompsat5", DATA_ROOT=str(tmp_path / "data_k5"), IMAGE_SIZE=256, EPOCHS=3)
     fold = lambda i: {**k5, "TRAIN_LIST": f"folds/fold_{i}/train.txt", "VAL_LIST": f"folds/fold_{i}/val.txt"}  # noqa: E731
     time_ordered = []

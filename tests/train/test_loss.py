@@ -98,7 +98,7 @@ def test_bce_term_by_hand_and_no_data_ignored():
 
 
 def test_supervised_loss_is_the_published_one_at_bce_weight_zero():
-    from lib.train.engine import supervised_loss
+    from lib.train.loss import supervised_loss
     from lib.train.loss import FocalTverskyBCE
     assert type(supervised_loss({"BCE_WEIGHT": 0.0})) is FocalTverskyLoss
     assert type(supervised_loss({})) is FocalTverskyLoss  # DEFAULTS: the KOMPSAT-5 family keeps it

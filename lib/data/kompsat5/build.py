@@ -2,7 +2,7 @@
 a checkpoint records (lib.data.factory calls both when DATA_FORMAT="kompsat5")."""
 from __future__ import annotations
 
-from lib.config import check_value
+from lib.config import as_constants
 from lib.data.kompsat5.dataset import Kompsat5Dataset
 from lib.data.kompsat5.io import MASK_LAND, MASK_WATER, NODATA_DN
 
@@ -18,9 +18,8 @@ def build_kompsat5_datasets(c: dict):
     """(train, val) datasets of the KOMPSAT-5 layout for the constants `c`."""
     from lib.data.augmentation import train_augmentation  # imports lib.data.dataset, as this module does
 
-    # typed and ranged by the constants table (lib/config.py), as load_constants checks them
-    crop = check_value("K5_TRAIN_CROP", c.get("K5_TRAIN_CROP", "random"))
-    crops = check_value("K5_CROPS_PER_SCENE", c.get("K5_CROPS_PER_SCENE", 16))
+    c = as_constants(c)  # resolved once (lib/config.py); a plain dict is checked here
+    crop, crops = c.get("K5_TRAIN_CROP", "random"), c.get("K5_CROPS_PER_SCENE", 16)
     common = dict(image_size=c["IMAGE_SIZE"], preload=c["PRELOAD"], calibration_db=float(c.get("CALIBRATION_DB", 0.0)))
     transform = train_augmentation(c["SEED"]) if c["AUGMENT"] else None
     train_set = Kompsat5Dataset(c["DATA_ROOT"], c["TRAIN_LIST"], train=True, crop=crop, crops_per_scene=crops,

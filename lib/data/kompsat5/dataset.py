@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lib.data.bands import band_range
-from lib.config import K5_TRAIN_CROPS
+from lib.constants_table import K5_TRAIN_CROPS
 from lib.data.dataset import PRELOAD_BUDGET_BYTES, preload_setting
 from lib.errors import DataError
 from lib.data.kompsat5.io import BAND, CALIBRATION_DB, check_sample, preprocess, read_list, read_tiff
