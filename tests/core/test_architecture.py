@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "architecture.md"
-CORE = ("config", "cli", "errors", "runtime", "checkpoint")  # the only modules directly in lib/
+CORE = ("config", "constants_table", "cli", "errors", "runtime", "checkpoint")  # the only modules directly in lib/
 PACKAGES = ("data", "models", "train", "mapping", "bench", "prepare", "synthetic")
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 80
 # kept over the limits, with the reason (docs/architecture.md#sizes)
