@@ -43,7 +43,7 @@ from lib.data.dataset import DataError
 from lib.config import with_defaults
 from lib.data.factory import checkpoint_dataset
 from lib.train.engine import evaluate, make_loader, supervised_loss
-from lib.train.metrics import METRICS
+from lib.train.metrics import METRICS, BandConfusion
 from lib.bench.onnx_model import load_model_any
 from lib.runtime import resolve_device, speed_settings
 
@@ -150,7 +150,7 @@ def evaluate_checkpoint(model, checkpoint: dict, path: Path, dataset, bands, roo
                         device, precision: str = "auto", workers="auto", progress: bool = False) -> dict:
     """Metrics of a loaded checkpoint (lib.checkpoint.load_model) on `dataset` (checkpoint_split: built from
     checkpoint["data"], normalization, bands, image size), computed as in training by lib.train.engine.evaluate.
-    Returns one result row."""
+    Returns one result row (with "counts": {band: [tp, fp, fn, tn]}, the confusion counts behind the metrics)."""
     constants = with_defaults(checkpoint.get("constants") or {})
     c = {**constants, "BATCH_SIZE": batch_size, "NUM_WORKERS": workers}
     loader = make_loader(dataset, c, False, device, None)
@@ -158,11 +158,14 @@ def evaluate_checkpoint(model, checkpoint: dict, path: Path, dataset, bands, roo
     precision = speed["precision"]
     if speed["channels_last"]:
         model.to(memory_format=torch.channels_last)
-    loss, metrics = evaluate(model, loader, supervised_loss(c).to(device), bands, device, precision, progress=progress)
+    confusion = BandConfusion(bands)
+    loss, metrics = evaluate(model, loader, supervised_loss(c).to(device), bands, device, precision, progress=progress,
+                             confusion=confusion)
+    counts = {band: confusion.counts[i].tolist() for i, band in enumerate(bands)}  # (tp, fp, fn, tn), for pooling
     patches = len(getattr(dataset, "patches", None) or getattr(dataset, "samples", []))
     return {"checkpoint": str(path), "model": checkpoint["model"]["name"], "epoch": checkpoint.get("epoch"),
             "data_root": str(root), "split": split, "bands": " ".join(bands), "patches": patches,
-            "items": len(dataset), "loss": loss, **metrics}
+            "items": len(dataset), "loss": loss, **metrics, "counts": counts}
 
 
 def baseline_rows(checkpoint: dict, row: dict, dataset, bands, split: str) -> list[dict]:

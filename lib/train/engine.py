@@ -162,14 +162,15 @@ def log_end(run: Run, final: dict) -> None:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, loss_fn: nn.Module, bands, device: torch.device,
-             precision: str = "fp32", progress: bool = False) -> tuple[float, dict[str, float]]:
+             precision: str = "fp32", progress: bool = False, confusion: BandConfusion | None = None
+             ) -> tuple[float, dict[str, float]]:
     """Mean loss and dataset-wide per-band metrics over `loader` (items: image, target, band index).
 
     The loss is the mean over items of each item's own loss, so it does not depend on how the items
     are batched or sharded; under torch.distributed the sums and counts are reduced over all ranks."""
     was_training = model.training
     model.eval()
-    confusion = BandConfusion(bands)
+    confusion = BandConfusion(bands) if confusion is None else confusion  # a caller's, to read its counts
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     items = 0
     for images, targets, band_index in tqdm(loader, desc="val", leave=False, disable=None if progress else True):
