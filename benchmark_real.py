@@ -70,13 +70,15 @@ def parse_argv(argv: list[str]) -> tuple[Path, dict, dict]:
         else:
             passed[name] = text
     script = Path(str(own["SCRIPT"]))
+    if not script.is_file() and (Path(__file__).parent / script).is_file():  # run from another folder
+        script = Path(__file__).parent / script
     if not script.is_file() or not script.name.startswith("train_") or script.suffix != ".py":
         raise ConfigError(f"SCRIPT={own['SCRIPT']!r}: not a training script (e.g. train_unetlight.py, train_pspnet.py)")
     unknown = sorted(set(passed) - script_names(script))
     if unknown:
         raise ConfigError(f"{', '.join(unknown)}: not a constant of {script} nor of benchmark_real.py "
                           f"({', '.join(OWN)})")
-    return Path(argv[0]), own, {**FOLD_DEFAULTS, **passed}
+    return Path(argv[0]), {**own, "SCRIPT": str(script)}, {**FOLD_DEFAULTS, **passed}
 
 
 def selected(groups: dict, chips) -> list[str]:
