@@ -34,6 +34,7 @@ from lib.data.factory import build_datasets, data_settings, resolve_data_constan
 from lib.train.encoder_weights import load_encoder_weights
 from lib.errors import CheckpointError, TrainingError
 from lib.train.loss import FocalTverskyBCE, FocalTverskyLoss
+from lib.train.collapse import constant_answer_line
 from lib.train.metrics import BandConfusion
 from lib.models.factory import build_model, used_parameters
 from lib.train.resume import check_resume, describe, record_resume
@@ -147,6 +148,9 @@ def log_epoch(run: Run, row: dict, improved: bool) -> None:
     run.log(f"epoch {row['epoch']:3d}/{run.c['EPOCHS']} lr {row['lr']:.2e} train {row['train_loss']:.4f}{extra} "
             f"val {row['val_loss']:.4f} IoU {bands} mean {row['val_iou']:.3f} ({row['epoch_time_s']:.1f} s)"
             f"{' *' if improved else ''}")
+    collapsed = constant_answer_line(run.progress.history, run.c["VAL_BANDS"])  # one line per streak
+    if collapsed:
+        run.log(collapsed)
 
 
 def log_end(run: Run, final: dict) -> None:
