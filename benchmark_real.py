@@ -30,6 +30,7 @@ from pathlib import Path
 from lib.bench.chip_table import markdown, summarize, write_outputs
 from lib.bench.chips import find_groups, link_fold
 from lib.config import ConfigError, describe, parse_value, with_defaults
+from lib.errors import TrainingError
 
 SCRIPT = "train_unetlight.py"  # the 12K-parameter student: learns from a few chips, minutes on a CPU
 OUTPUT_DIR = "runs/benchmark_real"
@@ -112,7 +113,7 @@ def train_fold(script: Path, fold: Path, passed: dict, resume: bool) -> None:
                *(f"{k}={v}" for k, v in passed.items()), *(["RESUME=1"] if state == "unfinished" else [])]
     print(f"  {shlex.join(command)}", flush=True)
     if subprocess.run(command).returncode != 0:
-        raise ConfigError(f"fold {fold.name}: {script} failed (its message is above); folds before it are kept, "
+        raise TrainingError(f"fold {fold.name}: {script} failed (its message is above); folds before it are kept, "
                           f"rerun the same command to go on")
 
 
@@ -169,7 +170,7 @@ def main(argv=None) -> dict:
     folds = {chip: run_fold(groups, chip, Path(str(own["SCRIPT"])), own, passed) for chip in chips}
     summary = summarize(folds)
     print("\n" + markdown(summary))
-    settings = {"data_root": str(root), **{k: v for k, v in own.items()}, "passed": passed,
+    settings = {"data_root": str(root), **own, "passed": passed,
                 "command": shlex.join(["python", "benchmark_real.py", *argv])}
     paths = write_outputs(summary, out, settings)
     print(f"wrote {', '.join(map(str, paths))}")

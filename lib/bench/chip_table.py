@@ -157,11 +157,20 @@ def plot(summary: dict, path: Path) -> None:
         plt.close(figure)
 
 
+def finite(value):
+    """NaN (a band without a valid pixel) as null, so the JSON is standard."""
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
 def write_outputs(summary: dict, folder: Path, settings: dict) -> list[Path]:
     """benchmark_real.csv, .json, .md and .png in `folder`."""
     paths = [folder / f"benchmark_real.{suffix}" for suffix in ("csv", "json", "md", "png")]
     write_csv(summary, paths[0])
-    paths[1].write_text(json.dumps({"settings": settings, **summary}, indent=2, allow_nan=False))
+    paths[1].write_text(json.dumps(finite({"settings": settings, **summary}), indent=2, allow_nan=False))
     paths[2].write_text(markdown(summary) + "\n")
     plot(summary, paths[3])
     return paths
