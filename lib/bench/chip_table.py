@@ -25,10 +25,11 @@ SCORES = ("iou", "precision", "recall", "fp_share")
 
 
 def scores(counts) -> dict[str, float | None]:
-    """IoU, precision, recall and false-positive share of (tp, fp, fn, tn); IoU None without water."""
+    """IoU, precision, recall and false-positive share of (tp, fp, fn, tn); without water only the last
+    means something (the others are None)."""
     tp, fp, fn, tn = (int(v) for v in counts)
-    found = metrics_from_counts(torch.tensor([tp, fp, fn, tn]))
-    return {"iou": found["iou"] if tp + fn else None, "precision": found["precision"], "recall": found["recall"],
+    found = metrics_from_counts(torch.tensor([tp, fp, fn, tn])) if tp + fn else dict.fromkeys(SCORES)
+    return {"iou": found["iou"], "precision": found["precision"], "recall": found["recall"],
             "fp_share": fp / (fp + tn) if fp + tn else 0.0}
 
 

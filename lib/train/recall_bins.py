@@ -7,7 +7,6 @@ the recall shows the level below which the model finds water, to set beside the 
 """
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 
 import numpy as np
@@ -30,7 +29,7 @@ def dataset_supported(dataset) -> bool:
 def recall_by_bin(model, dataset, bands, thresholds: dict | None, device, precision: str = "fp32",
                   batch_size: int = 16) -> dict[str, list[dict]]:
     """{band: [{"low", "high", "water", "share", "model", "threshold"}, ...]} for the dB bands of `dataset`;
-    `thresholds` band -> (Threshold, fit IoU) or None (no threshold column)."""
+    `thresholds` band -> (Threshold, fit IoU) or None (no threshold column: "threshold" None)."""
     db_bands = [band for band in bands if band_unit(band) == "dB"]
     if not db_bands or not dataset_supported(dataset):
         return {}
@@ -66,7 +65,7 @@ def tally(counts: dict, raw: np.ndarray, target: np.ndarray, predicted: np.ndarr
 def table(counts: dict, with_threshold: bool) -> list[dict]:
     total = sum(int(c[0]) for c in counts.values()) or 1
     return [{"low": b * BIN_DB, "high": (b + 1) * BIN_DB, "water": int(c[0]), "share": int(c[0]) / total,
-             "model": int(c[1]) / int(c[0]), "threshold": int(c[2]) / int(c[0]) if with_threshold else math.nan}
+             "model": int(c[1]) / int(c[0]), "threshold": int(c[2]) / int(c[0]) if with_threshold else None}
             for b, c in sorted(counts.items())]
 
 
@@ -80,7 +79,7 @@ def format_bins(name: str, bins: dict[str, list[dict]], threshold_names: dict[st
         lines.append(f"{name}: recall of water by {band} bin ({BIN_DB:g} dB), model{against}"
                      + (f" ({100 * left:.1f}% of the water in smaller bins, not shown)" if left > 1e-9 else ""))
         for row in shown:
-            threshold = "" if math.isnan(row["threshold"]) else f"  threshold {row['threshold']:.2f}"
+            threshold = "" if row["threshold"] is None else f"  threshold {row['threshold']:.2f}"
             lines.append(f"  {row['low']:6.0f} .. {row['high']:4.0f} dB  {100 * row['share']:5.1f}% of water  "
                          f"model {row['model']:.2f}{threshold}")
     return "\n".join(lines)

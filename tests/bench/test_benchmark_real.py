@@ -165,3 +165,31 @@ def test_patch_ids_without_chip_are_refused(tmp_path):
     np.save(tmp_path / "train" / "lab" / "patch7.npy", np.zeros((4, 4), np.uint8))
     with pytest.raises(DataError, match="patch7.npy: patch id 'patch7' does not end in _r<i>c<j>"):
         find_groups(tmp_path)
+
+
+def test_the_five_chips_recipe_keeps_chip_ids(tmp_path):
+    """docs/real-sar.md's recipe on tiny fakes of both release formats: Sen1Floods11 (S1Hand with VV, VH;
+    LabelHand -1/0/1) and STAC Overflow ({chip}_vv.tif, {chip}_vh.tif, {chip}.tif), each converted with
+    --val-share 0 and the two train/ folders merged: every patch's chip is recovered, underscores included."""
+    import shutil
+    from affine import Affine
+    from conftest import write_geotiff
+    from prepare_data import main as prepare
+    rng = np.random.default_rng(2)
+    tif = lambda path, array: write_geotiff(path, array, crs="EPSG:4326",  # noqa: E731
+                                            transform=Affine(0.001, 0, -3.0, 0, -0.001, 40.0))
+    tif(tmp_path / "s1f11" / "Spain_7370579_S1Hand.tif", rng.normal(-15, 3, (2, 8, 8)).astype(np.float32))
+    tif(tmp_path / "s1f11" / "Spain_7370579_LabelHand.tif", rng.integers(-1, 2, (8, 8)).astype(np.int16))
+    for chip in ("awc00", "jja10"):
+        for band in ("vv", "vh"):
+            tif(tmp_path / "stac" / f"{chip}_{band}.tif", rng.normal(-18, 3, (8, 8)).astype(np.float32))
+        tif(tmp_path / "stac" / f"{chip}.tif", rng.integers(0, 2, (8, 8)).astype(np.uint8))
+    prepare(["sen1floods11", str(tmp_path / "s1f11"), "--out", str(tmp_path / "parts" / "a"), "--patch", "4",
+             "--val-share", "0"])
+    prepare(["s1-chips", str(tmp_path / "stac"), "--out", str(tmp_path / "parts" / "b"), "--patch", "4",
+             "--val-share", "0"])
+    for part in ("a", "b"):
+        shutil.copytree(tmp_path / "parts" / part / "train", tmp_path / "real" / "train", dirs_exist_ok=True)
+    groups = find_groups(tmp_path / "real")
+    assert sorted(groups) == ["Spain_7370579", "awc00", "jja10"] and all(len(p) == 4 for p in groups.values())
+    assert sorted(groups["Spain_7370579"][0].bands) == ["VH", "VV"]

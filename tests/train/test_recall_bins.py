@@ -58,7 +58,7 @@ def test_bins_show_where_the_model_misses_water(tmp_path):
 def test_without_threshold_and_for_bands_not_in_db(tmp_path):
     dataset = split(tmp_path)
     bins = recall_by_bin(DarkOnly(-19.0), dataset, ["VV"], None, torch.device("cpu"))
-    assert np.isnan(bins["VV"][0]["threshold"]) and "threshold" not in format_bins("m", bins).splitlines()[1]
+    assert bins["VV"][0]["threshold"] is None and "threshold" not in format_bins("m", bins).splitlines()[1]
     assert recall_by_bin(DarkOnly(-19.0), dataset, ["NDWI"], None, torch.device("cpu")) == {}
 
 
