@@ -93,6 +93,8 @@ def exportable(model: nn.Module, image_size: int, in_channels: int = 1) -> nn.Mo
     (not exportable by the TorchScript exporter) is replaced by FixedAdaptiveAvgPool2d; smp PSPBlocks,
     which switch to F.interpolate(mode="area") under export, become PyramidPoolBlock."""
     model = copy.deepcopy(model).eval()
+    if hasattr(model, "fold_norms"):  # PSPMixer norm="batch": no norm operator left to stay in float under int8
+        model = model.fold_norms()
     sizes: dict[str, tuple] = {}
     hooks = [module.register_forward_hook(lambda m, args, out, name=name: sizes.__setitem__(name, (args[0].shape[-2:], out.shape[-2:])))
              for name, module in model.named_modules() if isinstance(module, nn.AdaptiveAvgPool2d)]

@@ -41,6 +41,9 @@ HIDDEN = 128                 # channels per token
 DEPTH = 3                    # Mixer blocks
 TOKENS_MLP = 64              # token-mixing MLP width
 CHANNELS_MLP = 256           # channel-mixing MLP width
+REFINE = 0                   # full-resolution refinement width (0: off, logits limited to the PATCH grid; e.g. 16)
+MIXER_ACTIVATION = "gelu"    # "gelu" or "relu" (relu + MIXER_NORM="batch": the int8-friendly student)
+MIXER_NORM = "layer"         # "layer" or "batch" (batch norms fold into the next layer at ONNX export)
 # data (must match what the teacher was trained with; None: as recorded in TEACHER_CHECKPOINT)
 DATA_FORMAT = "bands"        # "bands" (02_kfold layout) or "kompsat5" (list files of HH GeoTIFFs)
 DATA_ROOT = "02_kfold"       # or one fold, e.g. "02_kfold/fold_1"

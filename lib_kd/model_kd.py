@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TEACHER_TRAIN_COMMAND = "python train_pspnet.py"
 # PSPMixer argument -> kd.py constant (the same names train_pspmixer.py uses)
 PSPMIXER_CONSTANTS = {"patch": "PATCH", "hidden": "HIDDEN", "depth": "DEPTH", "tokens_mlp": "TOKENS_MLP",
-                      "channels_mlp": "CHANNELS_MLP"}
+                      "channels_mlp": "CHANNELS_MLP", "refine": "REFINE", "activation": "MIXER_ACTIVATION",
+                      "norm": "MIXER_NORM"}
 _MISSING = "<missing>"
 
 
