@@ -11,7 +11,8 @@ dynamo=False): the dynamo exporter needs onnxscript, which this environment does
 
 PSPNet's pyramid pooling (adaptive average pooling to 1, 2, 3, 6 cells of a map whose side they do not
 all divide) has no ONNX equivalent in that exporter; for the export it is replaced by the same averages
-written as two matrix products, exact for the fixed input size.
+written as two matrix products, exact for the fixed input size. A PSPMixer with MIXER_NORM=batch is
+exported with its batch norms folded into the layers after them (PSPMixer.fold_norms; the same logits).
 
 The check runs the ONNX model on random inputs at batch 1 and 3, prints the maximum absolute logit
 difference to PyTorch and exits with status 1 if it is above --tolerance.

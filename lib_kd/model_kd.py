@@ -209,7 +209,7 @@ def train_command(script: str, c: dict, args: dict | None = None, keys: tuple = 
     (plus `keys`) of `c`; only values that differ from the script's own defaults are written."""
     defaults = script_defaults(ROOT / script)
     parts = [f"python {script}"]
-    wanted = {**{arg.upper(): value for arg, value in (args or {}).items()},
+    wanted = {**{PSPMIXER_CONSTANTS.get(arg, arg.upper()): value for arg, value in (args or {}).items()},
               **{key: c[key] for key in (*DATA_CONSTANTS, *keys) if key in c}, **(overrides or {})}
     unreachable = []
     for name, value in wanted.items():

@@ -6,7 +6,8 @@
 Weights are int8 per output channel, activations uint8 per tensor (U8S8, the fast kernels of x86 CPUs),
 ranges from MinMax calibration over the calibration patches. Operators ONNX Runtime has no int8 kernel
 for (LayerNorm, GELU, Resize, ...) stay in float between a DequantizeLinear and a QuantizeLinear;
-`float_operators` lists them.
+`float_operators` lists them. PSPMixer's int8-friendly variant (MIXER_ACTIVATION=relu, MIXER_NORM=batch,
+its norms folded at export) leaves none of them (docs/distillation-methods.md#int8-students).
 """
 from __future__ import annotations
 
