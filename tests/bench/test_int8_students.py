@@ -27,7 +27,8 @@ def exported(tiny_data, tmp_path_factory):
     output = tmp_path_factory.mktemp("int8_students") / "pspmixer"
     train(tiny_constants(tiny_data, output, EPOCHS=2), "PSPMixer", ARGS)
     checkpoint = output / "best.pt"
-    result = export_onnx.main([str(checkpoint), "--int8", "--calibration", "16", "--data-root", str(tiny_data)])
+    result = export_onnx.main([str(checkpoint), "--int8", "--calibration", "16", "--data-root", str(tiny_data),
+                               "--cpu-time"])
     return checkpoint, result
 
 
@@ -42,6 +43,7 @@ def test_float_export_has_no_norm_and_matches_pytorch(exported):
 def test_int8_parity_and_nothing_left_in_float(exported):
     checkpoint, result = exported
     assert abs(result["int8"]["iou_drop"]) <= IOU_TOLERANCE
+    assert result["int8"]["timing"] == "1 thread, CPU time" and result["int8"]["int8"]["images_per_s_b32"] > 0
     assert not set(float_operators(checkpoint.with_name("best.int8.onnx"))) & {"Erf", "Div", "LayerNormalization"}
     float_model, _ = load_model_any(checkpoint.with_suffix(".onnx"))
     int8_model, _ = load_model_any(checkpoint.with_name("best.int8.onnx"))
