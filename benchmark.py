@@ -5,7 +5,8 @@
     python benchmark.py --quick --output /tmp/bench.md     # tiny configuration, a few seconds per model
     python benchmark.py --train                            # speed: fp32 eager vs optimized, writes docs/speed.md
 
-Per model (default configuration; PSPMixer three times: the train_pspmixer.py default, the kd.py student and PSPMixer-shore, the recommended student):
+Per model (default configuration; PSPMixer three times: the train_pspmixer.py default, the kd.py student and
+PSPMixer-shore, the recommended student):
 parameters held and used in the forward pass (lib.models.factory.parameter_counts), FLOPs of one forward pass on one
 IMAGE_SIZE x IMAGE_SIZE patch counted by torch.utils.flop_counter.FlopCounterMode (a multiply-add counts
 as 2 FLOPs, as torch counts; only matmul/conv/attention-type ops are counted, not normalization,
