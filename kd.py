@@ -6,6 +6,8 @@
     python kd.py STUDENT=UnetLight STUDENT_ARGS="{'width': 8}"
     python kd.py KD_FEATURE=1 KD_CWD=1 KD_AFFINITY=1  # added methods (docs/distillation-methods.md)
     python kd.py KD_TEMPERATURE=1,2,4,8             # a sweep: one student per value, one table
+    python kd.py REFINE=8 MIXER_ACTIVATION=relu MIXER_NORM=batch  # recommended: draws the shore at full
+                                                    # resolution, int8 throughout (docs/distillation-methods.md)
 
 Loss: KD_ALPHA * T^2 * BCE(student / T, sigmoid(teacher / T)) + KD_BETA * (Focal Tversky + BCE_WEIGHT * BCE), over valid pixels,
 plus KD_FEATURE * feature + KD_CWD * channel-wise + KD_AFFINITY * pairwise-affinity terms (each 0 = off).

@@ -43,24 +43,27 @@ class BilinearUpsample(nn.Module):
         return matrix @ x @ matrix.T
 
 
-class TokenBatchNorm(nn.BatchNorm1d):
+class TokenBatchNorm(nn.Module):
     """BatchNorm of a token sequence [B, tokens, hidden] over one axis: "tokens" (one mean and variance per
     token position) or "hidden" (per channel). Either is a per-row or per-column affine map in eval mode,
-    which folds exactly into the Linear that reads that axis (fold_into)."""
+    which folds exactly into the Linear that reads that axis (fold_into). The BatchNorm1d inside sees
+    [B, features, length] as it expects, so SYNC_BN's convert_sync_batchnorm may replace it."""
 
     def __init__(self, tokens: int, hidden: int, axis: str):
-        super().__init__(tokens if axis == "tokens" else hidden)
+        super().__init__()
         self.axis = axis
+        self.norm = nn.BatchNorm1d(tokens if axis == "tokens" else hidden)
 
     def forward(self, x):
         if self.axis == "tokens":
-            return super().forward(x)
-        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+            return self.norm(x)
+        return self.norm(x.transpose(1, 2)).transpose(1, 2)
 
     def scale_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(scale, shift) with norm(x) == x * scale + shift along the normalized axis (eval mode)."""
-        scale = self.weight / torch.sqrt(self.running_var + self.eps)
-        return scale, self.bias - self.running_mean * scale
+        norm = self.norm
+        scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+        return scale, norm.bias - norm.running_mean * scale
 
 
 def fold_into(norm: TokenBatchNorm, layer: nn.Module) -> None:

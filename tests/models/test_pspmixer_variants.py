@@ -66,8 +66,8 @@ def test_folded_norms_give_the_same_logits():
     model = build_model("PSPMixer", {**TINY, "refine": 4, **INT8_FRIENDLY})
     for module in model.modules():
         if isinstance(module, TokenBatchNorm):  # non-trivial affine parameters
-            torch.nn.init.normal_(module.weight, 1.0, 0.3)
-            torch.nn.init.normal_(module.bias, 0.0, 0.3)
+            torch.nn.init.normal_(module.norm.weight, 1.0, 0.3)
+            torch.nn.init.normal_(module.norm.bias, 0.0, 0.3)
     torch.nn.init.normal_(model.refine.body[-1].weight, 0.0, 0.1)
     model.train()
     with torch.no_grad():
@@ -87,3 +87,12 @@ def test_unknown_activation_or_norm_is_refused():
         build_model("PSPMixer", {**TINY, "activation": "swish"})
     with pytest.raises(ValueError, match="norm 'group'"):
         build_model("PSPMixer", {**TINY, "norm": "group"})
+
+
+def test_sync_batch_norm_conversion_keeps_the_token_layout():
+    """SYNC_BN=1 converts every BatchNorm; the one inside TokenBatchNorm still sees [B, features, length]."""
+    model = build_model("PSPMixer", {**TINY, **INT8_FRIENDLY})
+    converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    assert isinstance(converted.blocks[0].channel_norm.norm, torch.nn.SyncBatchNorm)
+    assert converted.blocks[0].channel_norm.norm.num_features == TINY["hidden"]
+    assert converted.blocks[0].token_norm.norm.num_features == (64 // 16) ** 2
