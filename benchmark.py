@@ -5,7 +5,8 @@
     python benchmark.py --quick --output /tmp/bench.md     # tiny configuration, a few seconds per model
     python benchmark.py --train                            # speed: fp32 eager vs optimized, writes docs/speed.md
 
-Per model (default configuration; PSPMixer twice: the train_pspmixer.py default and the kd.py student):
+Per model (default configuration; PSPMixer three times: the train_pspmixer.py default, the kd.py student and
+PSPMixer-shore, the recommended student):
 parameters held and used in the forward pass (lib.models.factory.parameter_counts), FLOPs of one forward pass on one
 IMAGE_SIZE x IMAGE_SIZE patch counted by torch.utils.flop_counter.FlopCounterMode (a multiply-add counts
 as 2 FLOPs, as torch counts; only matmul/conv/attention-type ops are counted, not normalization,
@@ -58,9 +59,12 @@ SPEED_OUTPUT = "docs/speed.md"
 COMPILE_BELOW_S = 5.0       # --train tries torch.compile on models whose float32 training step takes less
 SCRIPT_BATCH = {"FCN_VGG16": 16, "FCN_VGG19": 16, "UNet_Classic": 16, "DeepUNet": 16, "HRNet": 16}  # others: 32
 
-# PSPMixer configurations: the train_pspmixer.py default and the kd.py student
+# PSPMixer configurations: the train_pspmixer.py default, the kd.py student, and the recommended student
+# with the full-resolution refinement, int8-friendly (docs/distillation-methods.md#a-student-that-can-draw-a-shore)
 PSPMIXER_CONFIGS = {"PSPMixer": {"patch": 16, "hidden": 48, "depth": 3},
-                    "PSPMixer-kd": {"patch": 32, "hidden": 128, "depth": 3, "tokens_mlp": 64, "channels_mlp": 256}}
+                    "PSPMixer-kd": {"patch": 32, "hidden": 128, "depth": 3, "tokens_mlp": 64, "channels_mlp": 256},
+                    "PSPMixer-shore": {"patch": 32, "hidden": 128, "depth": 3, "tokens_mlp": 64, "channels_mlp": 256,
+                                       "refine": 8, "activation": "relu", "norm": "batch"}}
 
 
 def configurations() -> dict[str, tuple[str, dict]]:

@@ -11,7 +11,8 @@ dynamo=False): the dynamo exporter needs onnxscript, which this environment does
 
 PSPNet's pyramid pooling (adaptive average pooling to 1, 2, 3, 6 cells of a map whose side they do not
 all divide) has no ONNX equivalent in that exporter; for the export it is replaced by the same averages
-written as two matrix products, exact for the fixed input size.
+written as two matrix products, exact for the fixed input size. A PSPMixer with MIXER_NORM=batch is
+exported with its batch norms folded into the layers after them (PSPMixer.fold_norms; the same logits).
 
 The check runs the ONNX model on random inputs at batch 1 and 3, prints the maximum absolute logit
 difference to PyTorch and exits with status 1 if it is above --tolerance.
@@ -23,7 +24,8 @@ difference to PyTorch and exits with status 1 if it is above --tolerance.
 calibrated on --calibration training patches of the checkpoint's data (its DATA_ROOT, or --data-root),
 written beside the float model as *.int8.onnx, and reports on the validation split the IoU of the float
 and the int8 model (through onnxruntime, the metrics of evaluate.py), their throughput at batch 1 and
-32 on this CPU, and the operators that stay in float (lib/bench/quantize.py). evaluate.py and predict.py take
+32 on this CPU (wall clock; --cpu-time: one thread, CPU time, steady on a shared machine), and the
+operators that stay in float (lib/bench/quantize.py). evaluate.py and predict.py take
 either .onnx file like a checkpoint.
 """
 from __future__ import annotations
@@ -93,6 +95,8 @@ def exportable(model: nn.Module, image_size: int, in_channels: int = 1) -> nn.Mo
     (not exportable by the TorchScript exporter) is replaced by FixedAdaptiveAvgPool2d; smp PSPBlocks,
     which switch to F.interpolate(mode="area") under export, become PyramidPoolBlock."""
     model = copy.deepcopy(model).eval()
+    if hasattr(model, "fold_norms"):  # PSPMixer norm="batch": no norm operator left to stay in float under int8
+        model = model.fold_norms()
     sizes: dict[str, tuple] = {}
     hooks = [module.register_forward_hook(lambda m, args, out, name=name: sizes.__setitem__(name, (args[0].shape[-2:], out.shape[-2:])))
              for name, module in model.named_modules() if isinstance(module, nn.AdaptiveAvgPool2d)]
@@ -172,13 +176,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"training patches the int8 ranges are calibrated on (default {CALIBRATION_PATCHES})")
     parser.add_argument("--data-root", type=Path, help="dataset root for calibration and the report "
                                                        "(default: the checkpoint's DATA_ROOT)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time --int8's throughput on one thread in CPU time (a shared machine; see lib/bench/quantize.py)")
     args = parser.parse_args(argv)
     if args.calibration < 1:
         parser.error(f"--calibration {args.calibration}: needs at least 1 patch")
     return args
 
 
-def int8_report(output: Path, checkpoint: dict, data_root: Path | None, calibration: int) -> dict:
+def int8_report(output: Path, checkpoint: dict, data_root: Path | None, calibration: int, cpu_time: bool = False) -> dict:
     """Quantize `output` into *.int8.onnx (calibrated on training patches) and compare float and int8 on the
     validation split: IoU per band and mean, throughput at batch 1 and 32, operators left in float."""
     data, constants = checkpoint["data"], checkpoint.get("constants") or {}
@@ -196,9 +202,10 @@ def int8_report(output: Path, checkpoint: dict, data_root: Path | None, calibrat
     for label, path in (("float", output), ("int8", int8_path)):
         model = OnnxModel(path)
         rows[label] = {"path": str(path), "megabytes": path.stat().st_size / 1e6, **score(model, val_set, bands),
-                       **throughput(model, size)}
+                       **throughput(OnnxModel(path, threads=1) if cpu_time else model, size, cpu_time=cpu_time)}
     report = {"int8_path": str(int8_path), "data_root": str(root), "calibration_patches": calibration, "bands": bands,
-              "float_operators": float_operators(int8_path), **rows,
+              "float_operators": float_operators(int8_path), "timing": "1 thread, CPU time" if cpu_time else "wall clock",
+              **rows,
               "iou_drop": rows["float"]["iou"] - rows["int8"]["iou"],
               "speedup_b1": rows["int8"]["images_per_s_b1"] / rows["float"]["images_per_s_b1"],
               "speedup_b32": rows["int8"]["images_per_s_b32"] / rows["float"]["images_per_s_b32"]}
@@ -218,7 +225,7 @@ def render_int8(report: dict, name: str, items: int) -> str:
                      + f" {row['iou']:8.4f} {row['images_per_s_b1']:9.1f} {row['images_per_s_b32']:9.1f}")
     floats = ", ".join(f"{op} x{n}" for op, n in sorted(report["float_operators"].items())) or "none"
     lines.append(f"IoU drop {report['iou_drop']:+.4f}; int8 / float throughput {report['speedup_b1']:.2f}x at batch 1, "
-                 f"{report['speedup_b32']:.2f}x at batch 32; operators left in float: {floats}")
+                 f"{report['speedup_b32']:.2f}x at batch 32 ({report['timing']}); operators left in float: {floats}")
     lines.append(f"wrote {report['int8_path']}")
     return "\n".join(lines)
 
@@ -241,7 +248,7 @@ def main(argv=None) -> dict:
         raise SystemExit(1)
     result = {"output": str(output), "max_abs_diff": difference, "tolerance": args.tolerance}
     if args.int8:
-        result["int8"] = int8_report(output, checkpoint, args.data_root, args.calibration)
+        result["int8"] = int8_report(output, checkpoint, args.data_root, args.calibration, args.cpu_time)
     return result
 
 

@@ -6,6 +6,8 @@
     python kd.py STUDENT=UnetLight STUDENT_ARGS="{'width': 8}"
     python kd.py KD_FEATURE=1 KD_CWD=1 KD_AFFINITY=1  # added methods (docs/distillation-methods.md)
     python kd.py KD_TEMPERATURE=1,2,4,8             # a sweep: one student per value, one table
+    python kd.py REFINE=8 MIXER_ACTIVATION=relu MIXER_NORM=batch  # recommended: draws the shore at full
+                                                    # resolution, int8 throughout (docs/distillation-methods.md)
 
 Loss: KD_ALPHA * T^2 * BCE(student / T, sigmoid(teacher / T)) + KD_BETA * (Focal Tversky + BCE_WEIGHT * BCE), over valid pixels,
 plus KD_FEATURE * feature + KD_CWD * channel-wise + KD_AFFINITY * pairwise-affinity terms (each 0 = off).
@@ -41,6 +43,9 @@ HIDDEN = 128                 # channels per token
 DEPTH = 3                    # Mixer blocks
 TOKENS_MLP = 64              # token-mixing MLP width
 CHANNELS_MLP = 256           # channel-mixing MLP width
+REFINE = 0                   # full-resolution refinement width (0: off, logits limited to the PATCH grid; e.g. 16)
+MIXER_ACTIVATION = "gelu"    # "gelu" or "relu" (relu + MIXER_NORM="batch": the int8-friendly student)
+MIXER_NORM = "layer"         # "layer" or "batch" (batch norms fold into the next layer at ONNX export)
 # data (must match what the teacher was trained with; None: as recorded in TEACHER_CHECKPOINT)
 DATA_FORMAT = "bands"        # "bands" (02_kfold layout) or "kompsat5" (list files of HH GeoTIFFs)
 DATA_ROOT = "02_kfold"       # or one fold, e.g. "02_kfold/fold_1"

@@ -13,6 +13,9 @@ HIDDEN = 48                  # channels per token
 DEPTH = 3                    # Mixer blocks
 TOKENS_MLP = None            # token-mixing MLP width (None: HIDDEN)
 CHANNELS_MLP = None          # channel-mixing MLP width (None: 2 * HIDDEN)
+REFINE = 0                   # full-resolution refinement width (0: off, logits limited to the PATCH grid; e.g. 16)
+MIXER_ACTIVATION = "gelu"    # "gelu" or "relu" (relu + MIXER_NORM="batch": the int8-friendly student)
+MIXER_NORM = "layer"         # "layer" or "batch" (batch norms fold into the next layer at ONNX export)
 # data
 DATA_FORMAT = "bands"        # "bands" (02_kfold layout) or "kompsat5" (list files of HH GeoTIFFs)
 DATA_ROOT = "02_kfold"       # or one fold, e.g. "02_kfold/fold_1"
@@ -51,7 +54,8 @@ RESUME = False               # continue from OUTPUT_DIR/last.pt
 def main():
     c = load_constants(globals())
     train(c, "PSPMixer", {"image_size": c["IMAGE_SIZE"], "patch": c["PATCH"], "hidden": c["HIDDEN"], "depth": c["DEPTH"],
-                        "tokens_mlp": c["TOKENS_MLP"], "channels_mlp": c["CHANNELS_MLP"]})
+                        "tokens_mlp": c["TOKENS_MLP"], "channels_mlp": c["CHANNELS_MLP"], "refine": c["REFINE"],
+                        "activation": c["MIXER_ACTIVATION"], "norm": c["MIXER_NORM"]})
 
 
 if __name__ == "__main__":

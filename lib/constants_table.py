@@ -287,6 +287,9 @@ CONSTANTS: dict[str, Spec] = {
     "DEPTH": Spec(integer(1), "an integer >= 1"),
     "TOKENS_MLP": Spec(integer(1), "an integer >= 1", none="HIDDEN"),
     "CHANNELS_MLP": Spec(integer(1), "an integer >= 1", none="2 * HIDDEN"),
+    "REFINE": Spec(integer(0), "an integer >= 0 (0: off; else the width of the full-resolution refinement)"),
+    "MIXER_ACTIVATION": Spec(one_of("gelu", "relu"), "gelu or relu (relu: int8-friendly)"),
+    "MIXER_NORM": Spec(one_of("layer", "batch"), "layer or batch (batch: folded away at export, int8-friendly)"),
     # KOMPSAT-5 (DATA_FORMAT=kompsat5)
     "CALIBRATION_DB": Spec(number(), "a finite number (dB)"),
     "K5_TRAIN_CROP": Spec(one_of(*K5_TRAIN_CROPS), " or ".join(K5_TRAIN_CROPS)),

@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TEACHER_TRAIN_COMMAND = "python train_pspnet.py"
 # PSPMixer argument -> kd.py constant (the same names train_pspmixer.py uses)
 PSPMIXER_CONSTANTS = {"patch": "PATCH", "hidden": "HIDDEN", "depth": "DEPTH", "tokens_mlp": "TOKENS_MLP",
-                      "channels_mlp": "CHANNELS_MLP"}
+                      "channels_mlp": "CHANNELS_MLP", "refine": "REFINE", "activation": "MIXER_ACTIVATION",
+                      "norm": "MIXER_NORM"}
 _MISSING = "<missing>"
 
 
@@ -247,7 +248,7 @@ def train_command(script: str, c: dict, args: dict | None = None, keys: tuple = 
     (plus `keys`) of `c`; only values that differ from the script's own defaults are written."""
     defaults = script_defaults(ROOT / script)
     parts = [f"python {script}"]
-    wanted = {**{arg.upper(): value for arg, value in (args or {}).items()},
+    wanted = {**{PSPMIXER_CONSTANTS.get(arg, arg.upper()): value for arg, value in (args or {}).items()},
               **{key: c[key] for key in (*DATA_CONSTANTS, *keys) if key in c}, **(overrides or {})}
     unreachable = []
     for name, value in wanted.items():

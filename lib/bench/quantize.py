@@ -6,11 +6,13 @@
 Weights are int8 per output channel, activations uint8 per tensor (U8S8, the fast kernels of x86 CPUs),
 ranges from MinMax calibration over the calibration patches. Operators ONNX Runtime has no int8 kernel
 for (LayerNorm, GELU, Resize, ...) stay in float between a DequantizeLinear and a QuantizeLinear;
-`float_operators` lists them.
+`float_operators` lists them. PSPMixer's int8-friendly variant (MIXER_ACTIVATION=relu, MIXER_NORM=batch,
+its norms folded at export) leaves none of them (docs/distillation-methods.md#int8-students).
 """
 from __future__ import annotations
 
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -98,8 +100,25 @@ def onnx_seconds(model: OnnxModel, image_size: int, batch: int, max_seconds: flo
     return min(timed_runs(lambda: model.run_numpy(images), warmup=1, repeats=5, max_seconds=max_seconds, min_runs=2))
 
 
-def throughput(model: OnnxModel, image_size: int, batches=THROUGHPUT_BATCHES, max_seconds: float = 3.0) -> dict:
-    """Images per second through onnxruntime at each batch size."""
+def cpu_seconds(model: OnnxModel, image_size: int, batch: int, repeats: int = 10) -> float:
+    """CPU seconds of one onnxruntime pass (process time, the fastest of `repeats`). With a one-thread session
+    this is the work of the pass alone: on a shared machine wall-clock timings also hold the time other
+    processes had the cores (they varied 2-10x here), CPU time does not."""
+    images = np.random.default_rng(0).random((batch, 1, image_size, image_size), dtype=np.float32)
+    model.run_numpy(images)
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        model.run_numpy(images)
+        times.append(time.process_time() - start)
+    return min(times)
+
+
+def throughput(model: OnnxModel, image_size: int, batches=THROUGHPUT_BATCHES, max_seconds: float = 3.0,
+               cpu_time: bool = False) -> dict:
+    """Images per second through onnxruntime at each batch size (wall clock, or CPU time: cpu_seconds)."""
+    if cpu_time:
+        return {f"images_per_s_b{batch}": batch / cpu_seconds(model, image_size, batch) for batch in batches}
     return {f"images_per_s_b{batch}": batch / onnx_seconds(model, image_size, batch, max_seconds) for batch in batches}
 
 

@@ -236,7 +236,8 @@ def test_kd_script_end_to_end(tiny_pspnet, tiny_data, tmp_path, monkeypatch, cap
     assert {"iou_VV", "iou_VH", "iou"} <= set(summary["teacher_val"])
     assert {"val_iou_VV", "val_iou_VH", "val_iou"} <= set(summary) and summary["model"] == "PSPMixer"
     model, checkpoint = load_model(output / "best.pt")  # the student rebuilds from its checkpoint alone
-    assert checkpoint["model"]["args"] == TINY_STUDENT and read_checkpoint(output / "last.pt")["epoch"] == 1
+    options = {"refine": 0, "activation": "gelu", "norm": "layer"}  # kd.py's REFINE, MIXER_ACTIVATION, MIXER_NORM
+    assert checkpoint["model"]["args"] == {**TINY_STUDENT, **options} and read_checkpoint(output / "last.pt")["epoch"] == 1
     # the table: teacher, distilled student, the student alone
     assert "teacher PSPNet" in printed and "student PSPMixer distilled" in printed
     assert "student PSPMixer alone" in printed and str(tmp_path / "pspmixer") in printed
