@@ -71,6 +71,17 @@ def atomic_write(path: Path | str, write: Callable[[BinaryIO], None]) -> None:
             temporary.unlink(missing_ok=True)
 
 
+def same_file(a: Path | str, b: Path | str) -> bool:
+    """True when two paths name one file, also through links or other spellings (an output that is an input)."""
+    a, b = Path(a), Path(b)
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def file_sha256(path: Path | str) -> str:
     """Hex SHA-256 of a file, read 1 MiB at a time (a checkpoint can be large)."""
     digest = hashlib.sha256()

@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from lib.checkpoint import same_file
 from lib.errors import ConfigError, OutputError, os_error_text
 
 try:
@@ -146,14 +147,6 @@ def hold_output_dir(output_dir: Path | str, log=print, enabled: bool = True):
         yield lock
     finally:
         lock.release()
-
-
-def same_file(a: Path, b: Path) -> bool:
-    """The same file, also through another spelling or a link (False where either does not exist)."""
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def check_inputs_are_not_outputs(output_dir: Path, constants: dict) -> None:
