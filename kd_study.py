@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from lib.cli import run
-from lib.config import apply_overrides, script_constants
+from lib.config import ConfigError, apply_overrides, describe, script_constants
 from lib_kd.constants import kd_constants
 from lib_kd.study import STUDY_OWN, aggregate, render, run_study, write_results
 
@@ -36,6 +36,12 @@ DRY_RUN = False              # print the commands without running them
 
 
 def main():
+    if any(arg in ("-h", "--help") for arg in sys.argv[1:]):  # help, not a study run with "--help" passed on
+        print(__doc__ + "\n" + describe(script_constants(globals())))
+        return
+    unreadable = [arg for arg in sys.argv[1:] if "=" not in arg]
+    if unreadable:
+        raise ConfigError(f"cannot read argument {unreadable[0]!r}: expected NAME=value, e.g. EPOCHS=2")
     own = [a for a in sys.argv[1:] if a.partition("=")[0].lstrip("-") in STUDY_OWN]
     passed = dict(a.partition("=")[::2] for a in sys.argv[1:] if a not in own)
     c = apply_overrides(script_constants(globals()), own)

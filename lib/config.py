@@ -436,8 +436,9 @@ def apply_overrides(constants: dict[str, Any], argv: Sequence[str]) -> dict[str,
     """Return a copy of `constants` with every `NAME=value` of `argv` applied."""
     result = dict(constants)
     for arg in argv:
-        if arg in ("-h", "--help"):
-            raise SystemExit(describe(constants))
+        if arg in ("-h", "--help"):  # help on stdout and exit status 0, as argparse does
+            print(describe(constants))
+            raise SystemExit(0)
         name, sep, text_value = arg.partition("=")
         name = name.strip().lstrip("-")
         if not sep or not name:
