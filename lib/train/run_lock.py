@@ -24,6 +24,7 @@ from pathlib import Path
 
 from lib.checkpoint import same_file
 from lib.errors import ConfigError, OutputError, os_error_text
+from lib.runtime import sigterm_as_ctrl_c
 
 try:
     import fcntl
@@ -204,7 +205,7 @@ def holds_output_dir(train):
         main = is_main_process()
         if main:
             check_inputs_are_not_outputs(output_dir, constants)
-        with hold_output_dir(output_dir, enabled=main):
+        with sigterm_as_ctrl_c(), hold_output_dir(output_dir, enabled=main):
             if main:
                 check_no_finished_run(output_dir, constants)
             return train(constants, model_name, *args, **kwargs)
