@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pickle
 import socket
+import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -104,8 +105,13 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
             state_dict = load_file(str(path))
+        elif not zipfile.is_zipfile(path):
+            raise CheckpointError(f"ENCODER_WEIGHTS {path}: not a readable weights file (neither written by "
+                                  f"torch.save nor .safetensors); {plain_dict}")
         else:
             state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
     except pickle.UnpicklingError:
         raise CheckpointError(f"ENCODER_WEIGHTS {path}: not a plain state dict: it holds objects other than tensors "
                               f"and plain Python types, which are not loaded (they could run code); {plain_dict}") from None
