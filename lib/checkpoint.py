@@ -158,8 +158,8 @@ BUILD_ERRORS = (KeyError, TypeError, ValueError, IndexError, RuntimeError, Overf
 
 
 def check_data_settings(path: Path | str, data) -> None:
-    """A normalization range that is not two finite numbers, low below high, would map nothing or divide
-    by zero: refused, naming the band."""
+    """A normalization range that is not two different finite numbers would map nothing or divide by zero:
+    refused, naming the band."""
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: its 'data' settings are not a dict")
     table = data.get("normalization") or {}
@@ -168,9 +168,9 @@ def check_data_settings(path: Path | str, data) -> None:
     for band, bounds in table.items():
         ok = isinstance(bounds, (list, tuple)) and len(bounds) == 2 and all(
             isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in bounds)
-        if not ok or not bounds[0] < bounds[1]:
-            raise CheckpointError(f"{path}: normalization range of band {band} is {bounds!r}; expected two finite "
-                                  f"numbers [low, high] with low < high (the file is damaged or was not written by training)")
+        if not ok or bounds[0] == bounds[1]:  # reversed is allowed: NDWI's [1, -1] maps water dark
+            raise CheckpointError(f"{path}: normalization range of band {band} is {bounds!r}; expected two different "
+                                  f"finite numbers (the file is damaged or was not written by training)")
 
 
 def rebuild(path: Path | str, spec) -> nn.Module:
