@@ -1,9 +1,12 @@
 """Benchmark every architecture of lib.models.factory.MODELS, and whole-scene inference with the predict.py engine.
 
-    python benchmark.py                                   # full run, writes docs/benchmark.md (minutes on a CPU)
+    python benchmark.py                                   # full run, writes runs/benchmark/benchmark.md (minutes on a CPU)
+    python benchmark.py --docs                            # the same, regenerating the repository's docs/benchmark.md
     python benchmark.py --models UnetLight PSPMixer-kd --scene-size 4000
     python benchmark.py --quick --output /tmp/bench.md     # tiny configuration, a few seconds per model
-    python benchmark.py --train                            # speed: fp32 eager vs optimized, writes docs/speed.md
+    python benchmark.py --train --docs                     # speed: fp32 eager vs optimized, regenerates docs/speed.md
+
+An existing output (the page or --json) is replaced only with --overwrite (--docs says so for the docs pages).
 
 Per model (default configuration; PSPMixer three times: the train_pspmixer.py default, the kd.py student and
 PSPMixer-shore, the recommended student):
@@ -44,6 +47,8 @@ from lib.bench.cost import count_flops  # noqa: F401 - benchmark.count_flops, as
 from lib.bench.measure import (environment_info, measure_each, measure_model, measure_scenes, model_status,
                                peak_reset_supported, run_speed, setup_process)
 from lib.bench.report import render, render_speed, write_report
+from lib.checkpoint import same_file
+from lib.errors import ConfigError, OutputError
 from lib.models.factory import MODELS
 
 IMAGE_SIZE = 256
@@ -54,8 +59,10 @@ MAX_SECONDS = 60.0           # stop timing a phase after this long once 3 runs a
 SCENE_SIZE = 10_000          # side of the synthetic whole scene
 SCENE_MODELS = ("PSPNet", "UnetLight", "PSPMixer", "PSPMixer-kd")
 SCENE_BATCH = 8              # tiles per forward pass in the scene run (predict.py's default on CPU)
-OUTPUT = "docs/benchmark.md"
-SPEED_OUTPUT = "docs/speed.md"
+OUTPUT = "runs/benchmark/benchmark.md"
+SPEED_OUTPUT = "runs/benchmark/speed.md"
+DOCS_OUTPUT = "docs/benchmark.md"        # the repository's generated pages: written only with --docs
+DOCS_SPEED_OUTPUT = "docs/speed.md"
 COMPILE_BELOW_S = 5.0       # --train tries torch.compile on models whose float32 training step takes less
 SCRIPT_BATCH = {"FCN_VGG16": 16, "FCN_VGG19": 16, "UNet_Classic": 16, "DeepUNet": 16, "HRNet": 16}  # others: 32
 
@@ -128,8 +135,45 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-compile", action="store_true", help="--train: leave torch.compile out (it compiles "
                                                                   "each model for tens of seconds)")
     parser.add_argument("--output", type=Path, help=f"markdown file (default {OUTPUT}; {SPEED_OUTPUT} with --train)")
+    parser.add_argument("--docs", action="store_true", help=f"write the repository's own page instead: {DOCS_OUTPUT} "
+                                                            f"({DOCS_SPEED_OUTPUT} with --train)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output or --json file")
     parser.add_argument("--json", type=Path, help="also write the raw numbers as JSON")
     return parser.parse_args(argv)
+
+
+# options that are counts: the smallest value each allows
+AT_LEAST = {"image_size": 8, "batch_size": 1, "warmup": 0, "repeats": 1, "threads": 1, "scene_size": 0}
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse a count out of range before any work (--image-size 0 used to fail deep in a model)."""
+    for name, low in AT_LEAST.items():
+        value = getattr(args, name)
+        if value is not None and value < low:
+            raise ConfigError(f"--{name.replace('_', '-')} {value}: expected an integer >= {low}")
+    if not args.max_seconds > 0:
+        raise ConfigError(f"--max-seconds {args.max_seconds:g}: expected a number > 0")
+
+
+def outputs(args: argparse.Namespace) -> tuple[Path, Path | None]:
+    """(the markdown page, the JSON file): never the docs pages unless --docs, never an existing file unless
+    --overwrite (or --docs for the page it names), never one file twice; checked before measuring."""
+    if args.docs and args.output:
+        raise ConfigError("--docs and --output name two pages; give one")
+    page = Path(DOCS_SPEED_OUTPUT if args.train else DOCS_OUTPUT) if args.docs else \
+        args.output or Path(SPEED_OUTPUT if args.train else OUTPUT)
+    if args.json and same_file(args.json, page):
+        raise ConfigError(f"--json {args.json} is the markdown page too; give each its own path")
+    for path, replaceable in ((page, args.overwrite or args.docs), (args.json, args.overwrite)):
+        if path is None:
+            continue
+        if path.is_dir():
+            raise OutputError(f"{path}: is a folder; give a file path")
+        if path.exists() and not replaceable:
+            raise OutputError(f"{path}: exists; pass --overwrite to replace it, or give another path "
+                              f"(--output / --json)")
+    return page, args.json
 
 
 def options(args: argparse.Namespace, argv: list[str]) -> dict:
@@ -153,25 +197,26 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.kd is not None:
         return kd_cost(args.kd)
+    check_args(args)
     o = options(args, argv)
-    output = args.output or Path(SPEED_OUTPUT if args.train else OUTPUT)
+    output, json_path = outputs(args)
     if o["in_process"]:
         setup_process(o)
     else:
         torch.set_num_threads(o["threads"])
     if not peak_reset_supported():
-        raise SystemExit("error: /proc/self/clear_refs is not writable here, so peak memory cannot be measured")
+        raise ConfigError("/proc/self/clear_refs is not writable here, so peak memory cannot be measured")
     configs = configurations()
     labels = args.models or list(configs)
     scene_labels = list(SCENE_MODELS) if args.scene_models is None else args.scene_models
     unknown = [label for label in [*labels, *scene_labels] if label not in configs]
     if unknown:
-        raise SystemExit(f"error: unknown model label(s) {', '.join(unknown)}; known: {', '.join(configs)}")
+        raise ConfigError(f"unknown model label(s) {', '.join(unknown)}; known: {', '.join(configs)}")
     environment = environment_info()
     if args.train:
         result = run_speed(labels, configs, o, environment)
         table = render_speed(result, o, environment)
-        write_report(table, output, args.json, {"environment": environment, "options": o, **result})
+        write_report(table, output, json_path, {"environment": environment, "options": o, **result})
         return {**result, "markdown": table}
     print(f"benchmark: {len(labels)} model(s), {o['image_size']} px, batch {o['batch_size']}, "
           f"{torch.get_num_threads()} threads, {'in-process' if o['in_process'] else 'one process per model'}", flush=True)
@@ -179,7 +224,7 @@ def main(argv=None) -> dict:
     scenes = measure_scenes(scene_labels, configs, o) if o["scene_size"] > 0 and scene_labels else []
     environment["load_end"] = os.getloadavg()[0]
     table = render(rows, scenes, o, environment)
-    write_report(table, output, args.json, {"environment": environment, "options": o, "models": rows, "scenes": scenes})
+    write_report(table, output, json_path, {"environment": environment, "options": o, "models": rows, "scenes": scenes})
     return {"models": rows, "scenes": scenes, "markdown": table}
 
 

@@ -45,6 +45,7 @@ import torch
 from lib.train.baseline import baseline_record, fit_thresholds, recorded_thresholds
 from lib.checkpoint import CheckpointError
 from lib.data.dataset import DataError
+from lib.errors import ConfigError
 from lib.config import with_defaults
 from lib.data.factory import checkpoint_dataset
 from lib.data.loader import make_loader
@@ -135,15 +136,15 @@ def build_dataset(data: dict, constants: dict, root: Path, split: str, bands):
     if data.get("format", "bands") == "kompsat5":
         bands = list(bands or data.get("val_bands") or ["HH"])
         if bands != ["HH"]:
-            raise SystemExit(f"error: KOMPSAT-5 checkpoints have one band, HH; got --bands {' '.join(bands)}")
+            raise ConfigError(f"KOMPSAT-5 checkpoints have one band, HH; got --bands {' '.join(bands)}")
         return checkpoint_dataset(data, constants, root, split, bands), bands
     if data.get("format", "bands") != "bands":
-        raise SystemExit(f"error: data format {data.get('format')!r} is not one evaluate.py reads (bands, kompsat5)")
+        raise CheckpointError(f"data format {data.get('format')!r} is not one evaluate.py reads (bands, kompsat5)")
     bands = list(bands or data.get("val_bands") or constants["VAL_BANDS"])
     unknown = [band for band in bands if band not in normalization]
     if unknown:
-        raise SystemExit(f"error: no normalization range recorded for band(s) {', '.join(unknown)}; "
-                         f"the checkpoint knows {', '.join(normalization) or 'none'}")
+        raise ConfigError(f"no normalization range recorded for band(s) {', '.join(unknown)}; "
+                          f"the checkpoint knows {', '.join(normalization) or 'none'}")
     # the checkpoint's PRELOAD, so the input is the training run's to the bit (a large preloaded split is float16)
     return checkpoint_dataset(data, constants, root, split, bands, preload=constants["PRELOAD"]), bands
 
@@ -151,10 +152,7 @@ def build_dataset(data: dict, constants: dict, root: Path, split: str, bands):
 def checkpoint_split(checkpoint: dict, root: Path, split: str, bands):
     """(dataset, bands) of `root/split` as the checkpoint's training run read it (build_dataset)."""
     constants = with_defaults(checkpoint.get("constants") or {})
-    try:
-        return build_dataset(checkpoint.get("data") or {}, constants, root, split, bands)
-    except DataError as error:
-        raise SystemExit(f"error: {error}") from None
+    return build_dataset(checkpoint.get("data") or {}, constants, root, split, bands)
 
 
 def evaluate_checkpoint(model, checkpoint: dict, path: Path, dataset, bands, root: Path, split: str, batch_size: int,
@@ -307,15 +305,15 @@ def data_root_for(path: Path, checkpoint: dict, given: Path | None) -> tuple[Pat
     folds = fold_folders(root)
     if not folds:
         if not root.is_dir():
-            raise SystemExit(f"error: data root {str(root)!r} does not exist (pass --data-root)")
+            raise DataError(f"data root {str(root)!r} does not exist (pass --data-root)")
         return root, None
     fold = fold_of(path, constants)
     if fold is None:
-        raise SystemExit(f"error: {path}: data root {root} holds folds ({', '.join(f'fold_{k}' for k in folds)}) "
-                         f"but the checkpoint names no fold (neither its DATA_ROOT {constants.get('DATA_ROOT')!r} "
-                         f"nor its path ends in fold_k); pass --data-root {root}/fold_k")
+        raise DataError(f"{path}: data root {root} holds folds ({', '.join(f'fold_{k}' for k in folds)}) "
+                        f"but the checkpoint names no fold (neither its DATA_ROOT {constants.get('DATA_ROOT')!r} "
+                        f"nor its path ends in fold_k); pass --data-root {root}/fold_k")
     if fold not in folds:
-        raise SystemExit(f"error: {path} was trained on fold {fold}, but {root} has no fold_{fold}")
+        raise DataError(f"{path} was trained on fold {fold}, but {root} has no fold_{fold}")
     return folds[fold], fold
 
 
@@ -324,10 +322,7 @@ def main(argv=None) -> dict:
     device = resolve_device(args.device)
     rows = []
     for path in args.checkpoints:
-        try:
-            model, checkpoint = load_model_any(path, device)  # a .pt checkpoint or an exported .onnx
-        except CheckpointError as error:
-            raise SystemExit(f"error: {error}") from None
+        model, checkpoint = load_model_any(path, device)  # a .pt checkpoint or an exported .onnx
         root, fold = data_root_for(path, checkpoint, args.data_root)
         dataset, bands = checkpoint_split(checkpoint, root, args.split, args.bands)
         row = evaluate_checkpoint(model, checkpoint, path, dataset, bands, root, args.split, args.batch_size, device,

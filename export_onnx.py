@@ -35,6 +35,7 @@ import copy
 import json
 import sys
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +43,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib.checkpoint import CheckpointError, load_model
+from lib.checkpoint import load_model, same_file
 from lib.data.factory import checkpoint_dataset
-from lib.errors import DataError
+from lib.errors import DataError, OutputError
 from lib.bench.onnx_model import OnnxModel
 from lib.bench.quantize import CALIBRATION_PATCHES, calibration_batches, float_operators, quantize_int8, score, throughput
 
@@ -192,7 +193,7 @@ def int8_report(output: Path, checkpoint: dict, data_root: Path | None, calibrat
     if not root.is_dir():
         raise DataError(f"--int8: data root {root} does not exist; calibration needs the training patches "
                         f"(pass --data-root)")
-    int8_path = output.with_name(output.name.removesuffix(".onnx") + ".int8.onnx")
+    int8_path = int8_path_of(output)
     calibration_set = checkpoint_dataset(data, constants, root, "train", data.get("train_bands") or ["VV"])
     quantize_int8(output, int8_path, calibration_batches(calibration_set, calibration))
     bands = list(data.get("val_bands") or ["VV"])
@@ -230,13 +231,29 @@ def render_int8(report: dict, name: str, items: int) -> str:
     return "\n".join(lines)
 
 
+def int8_path_of(output: Path) -> Path:
+    return output.with_name(output.name.removesuffix(".onnx") + ".int8.onnx")
+
+
+def check_outputs(checkpoint: Path, output: Path, int8: bool) -> None:
+    """Refuse, before any work, an output that is the checkpoint itself, a folder, or another file that is
+    not an ONNX model (a torch checkpoint is a zip archive): an earlier export is the only thing replaced."""
+    for path in (output, int8_path_of(output)) if int8 else (output,):
+        if same_file(path, checkpoint):
+            raise OutputError(f"{path}: the ONNX output is the checkpoint {checkpoint} itself; it would be "
+                              f"replaced; give another output path")
+        if path.is_dir():
+            raise OutputError(f"{path}: is a folder; give an ONNX file path")
+        if path.is_file() and zipfile.is_zipfile(path):
+            raise OutputError(f"{path}: exists and is not an ONNX model (a zip archive, e.g. a checkpoint); "
+                              f"it would be replaced; give another output path")
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     output = args.output or args.checkpoint.with_suffix(".onnx")
-    try:
-        model, checkpoint = load_model(args.checkpoint, "cpu")
-    except CheckpointError as error:
-        raise SystemExit(f"error: {error}") from None
+    check_outputs(args.checkpoint, output, args.int8)
+    model, checkpoint = load_model(args.checkpoint, "cpu")
     size = int(checkpoint["data"].get("image_size", 256))
     export(model, checkpoint, output, args.opset)
     difference = check(model, output, size)

@@ -80,6 +80,7 @@ NUM_WORKERS = "auto"         # DataLoader workers, never more than the machine's
 PRELOAD = "auto"             # keep the decoded dataset in memory when it fits
 OUTPUT_DIR = None            # None: runs/kd_<student lowercased>, e.g. runs/kd_pspmixer
 RESUME = False               # continue from OUTPUT_DIR/last.pt (with the same teacher)
+OVERWRITE = False            # replace the run already in OUTPUT_DIR (without it, or RESUME, refused)
 COST_TABLE = True            # the final table gains GFLOPs per patch and CPU latency at batch 1 and 32 (seconds)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lib import cli  # cli.HELP: an UPPER_CASE import would read as one of this script's constants
 from lib.cli import run, split_argument
-from lib.config import apply_overrides, script_constants
+from lib.config import apply_overrides, describe, script_constants
 from lib_kd.constants import kd_constants
 from lib_kd.study import STUDY_OWN, aggregate, render, run_study, write_results
 
@@ -37,7 +37,10 @@ DRY_RUN = False              # print the commands without running them
 
 
 def main():
-    own = [a for a in sys.argv[1:] if a in cli.HELP or split_argument(a)[0] in STUDY_OWN]
+    if any(arg in cli.HELP for arg in sys.argv[1:]):  # help, not a study run with "--help" passed on
+        print(__doc__ + "\n" + describe(script_constants(globals())))
+        return
+    own = [a for a in sys.argv[1:] if split_argument(a)[0] in STUDY_OWN]
     passed = dict(split_argument(a) for a in sys.argv[1:] if a not in own)
     c = apply_overrides(script_constants(globals()), own)
     rows = run_study(c, passed)

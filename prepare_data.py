@@ -129,5 +129,15 @@ def main(argv=None) -> dict:
     return prepare(make_source(args), options, settings)
 
 
+def main_command() -> None:
+    try:
+        main(sys.argv[1:])
+    except KeyboardInterrupt:  # a conversion removes its staging folder on the way out (lib/prepare/convert.py)
+        converting = sys.argv[1:2] != ["report"]
+        print("interrupted" + (": nothing was written to --out (an existing one is as it was)" if converting else ""),
+              file=sys.stderr)
+        raise SystemExit(130) from None
+
+
 if __name__ == "__main__":
-    run(lambda: main(sys.argv[1:]))
+    run(main_command)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from lib.cli import run, split_argument
 from lib.config import ConfigError, describe, parse_value
+from lib.errors import DataError, TrainingError
 
 FOLDS = None                 # None: every fold_* folder under DATA_ROOT; 5: folds 1..5; [1, 3]: those folds
 DATA_ROOT = "02_kfold"       # the k-fold root holding fold_1 .. fold_K
@@ -50,24 +51,27 @@ def select_folds(root: Path, folds) -> list[int]:
                    if child.is_dir() and (m := FOLD_PATTERN.match(child.name)))
     if folds is None:
         if not found:
-            raise SystemExit(f"error: no fold_* folders in {str(root)!r}; make k-fold data "
-                             f"(lib.synthetic.demo.make_demo_dataset(..., folds=K)) or set DATA_ROOT")
+            raise DataError(f"no fold_* folders in {str(root)!r}; make k-fold data "
+                            f"(lib.synthetic.demo.make_demo_dataset(..., folds=K)) or set DATA_ROOT")
         return found
     wanted = list(range(1, int(folds) + 1)) if isinstance(folds, int) else [int(k) for k in folds]
     missing = [k for k in wanted if k not in found]
     if missing:
-        raise SystemExit(f"error: FOLDS={folds!r} but {root} has no {', '.join(f'fold_{k}' for k in missing)} "
-                         f"(found: {', '.join(f'fold_{k}' for k in found) or 'none'})")
+        raise ConfigError(f"FOLDS={folds!r} but {root} has no {', '.join(f'fold_{k}' for k in missing)} "
+                          f"(found: {', '.join(f'fold_{k}' for k in found) or 'none'})")
     return wanted
 
 
 def parse_argv(argv: list[str]) -> tuple[Path, dict, list[str]]:
     """(script, this script's constants, the overrides passed on to the script)."""
-    if not argv or argv[0] in ("-h", "--help"):
-        raise SystemExit(__doc__ + "\n" + describe({"FOLDS": FOLDS, "DATA_ROOT": DATA_ROOT, "DRY_RUN": DRY_RUN}))
+    if not argv:
+        raise ConfigError("give a training script, e.g. python train_folds.py train_unetlight.py (--help explains)")
+    if argv[0] in ("-h", "--help"):  # help on stdout, exit status 0
+        print(__doc__ + "\n" + describe({"FOLDS": FOLDS, "DATA_ROOT": DATA_ROOT, "DRY_RUN": DRY_RUN}))
+        raise SystemExit(0)
     script = Path(argv[0])
     if not script.is_file() or script.suffix != ".py":
-        raise SystemExit(f"error: {argv[0]!r} is not a training script (e.g. train_unetlight.py)")
+        raise ConfigError(f"{argv[0]!r} is not a training script (e.g. train_unetlight.py)")
     own = {"FOLDS": FOLDS, "DATA_ROOT": script_constant(script, "DATA_ROOT") or DATA_ROOT, "DRY_RUN": DRY_RUN,
            "OUTPUT_DIR": script_constant(script, "OUTPUT_DIR") or f"runs/{script.stem.removeprefix('train_')}"}
     passed = []
@@ -82,10 +86,7 @@ def parse_argv(argv: list[str]) -> tuple[Path, dict, list[str]]:
                 value = [item for item in text.split(",") if item.strip()]
             own["FOLDS"] = value
         elif name == "DRY_RUN":
-            try:
-                own["DRY_RUN"] = parse_value(name, text, False)
-            except ConfigError as error:
-                raise SystemExit(f"error: {error}") from None
+            own["DRY_RUN"] = parse_value(name, text, False)
         else:
             passed.append(f"{name}={text}")
     return script, own, passed
@@ -108,9 +109,9 @@ def main(argv=None) -> list[Path]:
             continue
         result = subprocess.run(command)  # inherits stdout/stderr: the script's output streams through
         if result.returncode != 0:
-            raise SystemExit(f"error: fold {k} failed (exit status {result.returncode}); folds before it are done. "
-                             f"Rerun from it with FOLDS={','.join(map(str, folds[folds.index(k):]))} (add RESUME=1 to "
-                             f"continue from its last.pt, if it saved one)")
+            raise TrainingError(f"fold {k} failed (exit status {result.returncode}); folds before it are done. "
+                                f"Rerun from it with FOLDS={','.join(map(str, folds[folds.index(k):]))} (add RESUME=1 to "
+                                f"continue from its last.pt, if it saved one)")
     print(f"\n{len(folds)} fold(s) {'planned' if c['DRY_RUN'] else 'trained'} in {time.time() - started:.0f} s. "
           f"Aggregate with:\n  {shlex.join(['python', 'evaluate.py', *map(str, checkpoints), '--data-root', str(root)])}")
     return checkpoints

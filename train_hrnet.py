@@ -47,6 +47,7 @@ NUM_WORKERS = "auto"         # DataLoader workers, never more than the machine's
 PRELOAD = "auto"             # keep the decoded dataset in memory when it fits
 OUTPUT_DIR = "runs/hrnet"
 RESUME = False               # continue from OUTPUT_DIR/last.pt
+OVERWRITE = False            # replace the run already in OUTPUT_DIR (without it, or RESUME, refused)
 
 
 def main():

@@ -12,6 +12,7 @@ import hashlib
 import math
 import os
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
@@ -63,12 +64,39 @@ def atomic_write(path: Path | str, write: Callable[[BinaryIO], None]) -> None:
         os.replace(temporary, path)
     except OutputError:
         raise
-    except OSError as error:
+    except (OSError, RuntimeError) as error:
+        failure = write_failure(error)
+        if failure is None:
+            raise
         kept = f"the previous {path.name} is kept unchanged" if existed else f"no {path.name} was written"
-        raise OutputError(f"{path}: could not be written ({os_error_text(error)}); {kept}") from None
+        raise OutputError(f"{path}: could not be written ({failure}); {kept}") from None
     finally:
         with contextlib.suppress(OSError):
             temporary.unlink(missing_ok=True)
+
+
+def write_failure(error: BaseException) -> str | None:
+    """What made a write fail, or None when `error` is not a failed write. torch's zip writer turns the
+    OSError of a full disk into a RuntimeError ("unexpected pos ..."), keeping the OSError as its context."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return os_error_text(seen)
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(error, RuntimeError) and ("PytorchStreamWriter" in str(error) or "file write failed" in str(error)):
+        return f"torch could not write the file: {str(error).splitlines()[0]}"
+    return None
+
+
+def same_file(a: Path | str, b: Path | str) -> bool:
+    """True when two paths name one file, also through links or other spellings (an output that is an input)."""
+    a, b = Path(a), Path(b)
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def file_sha256(path: Path | str) -> str:
@@ -105,9 +133,8 @@ def read_checkpoint(path: Path | str) -> dict:
     return checkpoint
 
 
-def load_state(model: nn.Module, state_dict: dict, source: str) -> None:
-    """load_state_dict with a message that names the keys that do not fit."""
-    own = model.state_dict()
+def check_fits(own: dict, state_dict: dict, source: str) -> None:
+    """Refuse weights whose keys or shapes differ from the model's state dict `own`, naming them."""
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
     mismatched = sorted(f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
@@ -117,7 +144,49 @@ def load_state(model: nn.Module, state_dict: dict, source: str) -> None:
                                     ("shape mismatch (checkpoint vs model)", mismatched)) if keys]
     if problems:
         raise CheckpointError(f"{source}: weights do not fit the model; " + "; ".join(problems))
+
+
+def load_state(model: nn.Module, state_dict: dict, source: str) -> None:
+    """load_state_dict with a message that names the keys that do not fit."""
+    check_fits(model.state_dict(), state_dict, source)
     model.load_state_dict(state_dict)
+
+
+# what building a model from crafted arguments raises (negative widths, an empty list, a wrong type, ...)
+BUILD_ERRORS = (KeyError, TypeError, ValueError, IndexError, RuntimeError, OverflowError, ZeroDivisionError,
+                AssertionError, MemoryError)
+
+
+def check_data_settings(path: Path | str, data) -> None:
+    """A normalization range that is not two different finite numbers would map nothing or divide by zero:
+    refused, naming the band."""
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: its 'data' settings are not a dict")
+    table = data.get("normalization") or {}
+    if not isinstance(table, dict):
+        raise CheckpointError(f"{path}: its normalization table is not a dict of band -> [low, high]")
+    for band, bounds in table.items():
+        ok = isinstance(bounds, (list, tuple)) and len(bounds) == 2 and all(
+            isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in bounds)
+        if not ok or bounds[0] == bounds[1]:  # reversed is allowed: NDWI's [1, -1] maps water dark
+            raise CheckpointError(f"{path}: normalization range of band {band} is {bounds!r}; expected two different "
+                                  f"finite numbers (the file is damaged or was not written by training)")
+
+
+def rebuild(path: Path | str, spec) -> nn.Module:
+    """The checkpoint's model built on the meta device (shapes, no memory), for checking against the weights
+    first: arguments out of range (negative, huge) are one CheckpointError, not a crash or a huge allocation."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("args") or {}, dict):
+        raise CheckpointError(f"{path}: its 'model' entry is not {{name, args}}")
+    name, args = spec.get("name"), spec.get("args") or {}
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Initializing zero-element tensors is a no-op" of a zero width
+            skeleton = build_model(name, args)
+    except BUILD_ERRORS as error:
+        raise CheckpointError(f"{path}: cannot rebuild model {name!r} from its arguments {args}: "
+                              f"{type(error).__name__}: {error}") from None
+    return skeleton
 
 
 def load_model(path: Path | str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
@@ -127,11 +196,14 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> tuple[nn
 
 
 def model_from_checkpoint(checkpoint: dict, path: Path | str) -> nn.Module:
-    """The model of a checkpoint already read (read_checkpoint), in eval mode on the CPU; `path` names it."""
-    spec = checkpoint["model"]
-    try:
-        model = build_model(spec["name"], spec.get("args"))
-    except (KeyError, TypeError) as error:
-        raise CheckpointError(f"{path}: cannot rebuild model {spec.get('name')!r}: {error}") from None
-    load_state(model, checkpoint["state_dict"], str(path))
+    """The model of a checkpoint already read (read_checkpoint), in eval mode on the CPU; `path` names it.
+    Its data settings and model arguments are checked first (a model of the weights' size, nothing huge)."""
+    check_data_settings(path, checkpoint.get("data", {}))
+    spec = checkpoint.get("model")
+    state_dict = checkpoint.get("state_dict")
+    if not isinstance(state_dict, dict):
+        raise CheckpointError(f"{path}: holds no state_dict of weights")
+    check_fits(rebuild(path, spec).state_dict(), state_dict, str(path))
+    model = build_model(spec["name"], spec.get("args"))  # the arguments fit the weights: a model of their size
+    load_state(model, state_dict, str(path))
     return model.eval()

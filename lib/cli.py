@@ -1,5 +1,5 @@
 """Script entry point: known errors become one clear line on stderr and a non-zero exit, not a traceback;
-and the one reader of the command line's `NAME=value` arguments."""
+so does Ctrl-C (exit status 130); and the one reader of the command line's `NAME=value` arguments."""
 from __future__ import annotations
 
 import sys
@@ -42,3 +42,6 @@ def run(main: Callable[[], object]) -> None:
     except KNOWN_ERRORS as error:
         print(f"error: {clean_message(error)}", file=sys.stderr)
         raise SystemExit(1) from None
+    except KeyboardInterrupt:  # Ctrl-C (or a SIGTERM handled as one) outside a tool's own handling
+        print("interrupted: stopped before the end", file=sys.stderr)
+        raise SystemExit(130) from None  # 128 + SIGINT, the shell's code for Ctrl-C

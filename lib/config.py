@@ -215,8 +215,9 @@ def apply_overrides(constants: dict[str, Any], argv: Sequence[str]) -> dict[str,
     """Return a copy of `constants` with every `NAME=value` of `argv` applied."""
     result = dict(constants)
     for arg in argv:
-        if arg in HELP:
-            raise SystemExit(describe(constants))
+        if arg in HELP:  # help on stdout and exit status 0, as argparse does
+            print(describe(constants))
+            raise SystemExit(0)
         name, text_value = split_argument(arg)
         if name not in constants:
             raise ConfigError(f"unknown constant {name!r}. Valid names: {', '.join(constants)}")

@@ -16,13 +16,19 @@ from typing import Any, Callable
 K5_TRAIN_CROPS = ("random", "tiles")
 
 # Defaults for the constants a script may leave out; a script's own constants override these.
+# lib/train/engine.py seeds each epoch with SEED * 1_000_003 + epoch, which torch.manual_seed takes only in 64 bits
+MAX_SEED = 2**64 // 1_000_003 - 1
+# KD_TEMPERATURE: below this the T^2-scaled KD term underflows to zero in float32 (1e-30 trained a "distilled"
+# student with no KD at all); above the other bound it overflows
+KD_TEMPERATURE_RANGE = (0.01, 1000.0)
+
 DEFAULTS = dict(
     DATA_FORMAT="bands", DATA_ROOT="02_kfold", TRAIN_LIST="train.txt", VAL_LIST="val.txt",
     TRAIN_BANDS=("VV", "VH", "B2", "B3", "B4", "NDVI", "NDWI"), VAL_BANDS=("VV", "VH"), IMAGE_SIZE=256,
     NORMALIZATION="sar", PRELOAD="auto", AUGMENT=True, EPOCHS=40, BATCH_SIZE=32, LR=5e-4, WEIGHT_DECAY=1e-4,
     WARMUP_EPOCHS=3, PLATEAU_PATIENCE=10, PLATEAU_FACTOR=0.5, PATIENCE=20, SEED=42, FTL_ALPHA=0.30, FTL_BETA=0.70,
     FTL_GAMMA=0.75, BCE_WEIGHT=0.0, DEVICE="auto", PRECISION="auto", CHANNELS_LAST="auto", COMPILE="auto", NUM_WORKERS="auto",
-    SYNC_BN=False, OUTPUT_DIR=None, RESUME=False, ENCODER_WEIGHTS=None, PROGRESS=True,
+    SYNC_BN=False, OUTPUT_DIR=None, RESUME=False, OVERWRITE=False, ENCODER_WEIGHTS=None, PROGRESS=True,
 )
 
 # Where a script deliberately differs from DEFAULTS, and why (tests/core/test_constants.py holds every script to
@@ -251,7 +257,7 @@ CONSTANTS: dict[str, Spec] = {
     "PLATEAU_PATIENCE": Spec(integer(0), "an integer >= 0"),
     "PLATEAU_FACTOR": Spec(number(0, 1, low_open=True, high_open=True), "a number between 0 and 1 (exclusive)"),
     "PATIENCE": Spec(integer(1), "an integer >= 1"),
-    "SEED": Spec(integer(0), "an integer >= 0"),
+    "SEED": Spec(integer(0, MAX_SEED), f"an integer from 0 to {MAX_SEED} (each epoch's seed must fit in 64 bits)"),
     # loss
     "FTL_ALPHA": Spec(number(0), "a finite number >= 0"),
     "FTL_BETA": Spec(number(0), "a finite number >= 0"),
@@ -266,6 +272,7 @@ CONSTANTS: dict[str, Spec] = {
     "SYNC_BN": BOOL,
     "OUTPUT_DIR": Spec(text, "a folder path", none="runs/<model name lowercased>"),
     "RESUME": BOOL,
+    "OVERWRITE": BOOL,
     "ENCODER_WEIGHTS": Spec(text, "imagenet or a path to a local encoder state-dict file",
                             none="random initialization"),
     "PROGRESS": BOOL,
@@ -299,7 +306,8 @@ CONSTANTS: dict[str, Spec] = {
     "STUDENT": Spec(architecture, architectures),
     "STUDENT_ARGS": Spec(literal_dict, "a dict of keyword arguments of the student, e.g. STUDENT_ARGS=\"{'width': 8}\"",
                          none="PATCH/HIDDEN/... for PSPMixer, the architecture's own defaults otherwise"),
-    "KD_TEMPERATURE": Spec(number(0, low_open=True), "a finite number > 0"),
+    "KD_TEMPERATURE": Spec(number(*KD_TEMPERATURE_RANGE), "a number from {:g} to {:g} (outside, the KD term underflows "
+                           "to zero or overflows)".format(*KD_TEMPERATURE_RANGE)),
     "KD_ALPHA": Spec(number(0), "a finite number >= 0"),
     "KD_BETA": Spec(number(0), "a finite number >= 0"),
     # added distillation methods (kd.py, docs/distillation-methods.md): weights, 0 = off

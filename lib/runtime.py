@@ -5,7 +5,9 @@ import ctypes
 import os
 import platform
 import random
-from contextlib import nullcontext
+import signal
+import threading
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -38,6 +40,25 @@ def distributed_context(device_name: str) -> tuple[int, int, torch.device]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return dist.get_rank(), world_size, device
+
+
+def stop_on_sigterm(signum, frame):
+    raise KeyboardInterrupt  # stop exactly where a Ctrl-C would: the same message, clean-up and exit status
+
+
+@contextmanager
+def sigterm_as_ctrl_c():
+    """SIGTERM (`kill`, a scheduler's time limit, a container stop) handled as Ctrl-C for the block: one line,
+    temporary files removed, lock released, instead of dying mid-write. Only from the main thread (where
+    Python delivers signals) and only where SIGTERM still has its default action."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def cpu_cores() -> int:

@@ -203,10 +203,10 @@ def pipeline_note(pipeline: dict) -> list[str]:
 
 def write_report(table: str, output: Path, json_path: Path | None, raw: dict) -> None:
     """Print the markdown table, write it to `output`, and the raw numbers to `json_path` when given."""
+    from lib.checkpoint import atomic_write  # a failed write keeps the previous page, naming the file
     print("\n" + table)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(table)
+    atomic_write(output, lambda handle: handle.write(table.encode()))
     if json_path:
-        json_path.write_text(json.dumps(raw, indent=2, default=str))
+        atomic_write(json_path, lambda handle: handle.write(json.dumps(raw, indent=2, default=str).encode()))
     print(f"wrote {output}")
 

@@ -66,6 +66,8 @@ def prepare(source, options: Options, settings: dict, log=print) -> dict:
     stride = options.stride or options.patch
     check_sizes(options.patch, stride)
     chips, skips = source.discover()
+    for line in getattr(source, "file_lines", []):
+        log(line)
     tally = Tally()
     for skip in skips:
         log(f"skipped: {skip.message}", file=sys.stderr)
@@ -87,6 +89,7 @@ def prepare(source, options: Options, settings: dict, log=print) -> dict:
             record["skipped"] += record["chips"][chip.chip_id].pop("skip", [])
         if sum(tally.patches.values()) == 0:
             raise DataError(f"{root}: no patch written ({'; '.join(tally.lines())})")
+        check_training_splits(root, destinations, tally)
         record["splits"] = tally.as_dict()
         write_json(staging / "prepare.json", record)
         write_report(staging, str(options.out))
@@ -103,6 +106,17 @@ def prepare(source, options: Options, settings: dict, log=print) -> dict:
         log(line)
     log(f"wrote {options.out} (prepare.json, data_report.md, data_report.json, data_report.png)")
     return record
+
+
+def check_training_splits(root: Path, destinations: dict[str, list[str]], tally: Tally) -> None:
+    """A layout a train script cannot train on (no train split, or a fold whose train split got no patch) is
+    an error, not an exit status 0 and a folder that fails later."""
+    training = sorted({split for splits in destinations.values() for split in splits if split.split("/")[-1] == "train"})
+    empty = [split for split in training if tally.patches[split] == 0]
+    if not training or empty:
+        what = f"{', '.join(empty)} got no patch" if empty else "no chip went to a train split"
+        raise DataError(f"{root}: no training data written: {what} ({'; '.join(tally.lines())}); lower --val-share, "
+                        f"use fewer --folds, or check why chips were skipped; --out is as it was")
 
 
 def relative_name(root: Path, path: Path) -> str:

@@ -8,7 +8,7 @@ import numpy as np
 
 from lib.data.labels import IGNORE_INDEX
 from lib.errors import DataError
-from lib.data.raster_io import open_quietly
+from lib.data.raster_io import band_pages, open_quietly, read_failure, read_pages
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -27,10 +27,19 @@ def open_raster(path: Path):
 def header(path: Path) -> dict:
     """Size, band count, dtype, nodata and georeferencing of a raster, without reading its pixels."""
     with open_raster(path) as dataset:
-        return {"width": dataset.width, "height": dataset.height, "count": dataset.count,
+        names, note = band_pages(dataset)
+        check_pixel_type(path, dataset.dtypes[0])
+        return {"width": dataset.width, "height": dataset.height, "count": len(names) or dataset.count,
                 "dtype": dataset.dtypes[0], "nodata": dataset.nodata,
                 "crs": dataset.crs.to_string() if dataset.crs else None,
-                "transform": list(dataset.transform)[:6]}
+                "transform": list(dataset.transform)[:6], "bounds": list(dataset.bounds), "pages": note}
+
+
+def check_pixel_type(path: Path, dtype: str) -> None:
+    """A complex raster (SLC) would be read from its real part: refused, saying what to convert it to."""
+    if dtype.startswith("complex"):
+        raise DataError(f"{path}: complex pixels ({dtype}, e.g. single-look complex SAR); convert to backscatter "
+                        f"in dB (10 * log10(|z|^2), calibrated) first")
 
 
 def read_raster(path: Path, rows: tuple[int, int] | None = None, indexes=None) -> tuple[np.ndarray, float | None]:
@@ -40,10 +49,12 @@ def read_raster(path: Path, rows: tuple[int, int] | None = None, indexes=None) -
     from rasterio.windows import Window
     with open_raster(path) as dataset:
         window = None if rows is None else Window(0, rows[0], dataset.width, rows[1] - rows[0])
+        check_pixel_type(path, dataset.dtypes[0])
         try:
-            return dataset.read(indexes, window=window), dataset.nodata
-        except RasterioError as error:  # a header that opens but tiles that do not decode
-            raise DataError(f"{path}: pixel data unreadable ({error})") from None
+            names, _ = band_pages(dataset)
+            return (read_pages(names, window, indexes) if names else dataset.read(indexes, window=window)), dataset.nodata
+        except RasterioError as error:  # a header that opens but tiles that do not decode (a truncated file)
+            raise DataError(f"{path}: pixel data unreadable ({read_failure(error)})") from None
 
 
 def read_image(path: Path, extra_nodata: float | None = None, rows=None, indexes=None) -> np.ndarray:

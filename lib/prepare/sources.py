@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,14 +77,35 @@ class FileIndex:
         return found[0] if found else None
 
     def matching(self, pattern: str) -> dict[str, Path]:
-        """{chip: path} of the files that `pattern` ("{chip}_vv.tif", "images/{chip}.tif") matches."""
+        """{chip: path} of the files that `pattern` ("{chip}_vv.tif", "images/{chip}.tif") matches. A chip that
+        several files match (STAC Overflow's jrc_*/ and nasadem/ layers beside the labels) is a DataError listing
+        them: which one is meant is never guessed."""
         regex = pattern_regex(pattern)
-        matches = {}
+        matches = defaultdict(list)
         for path in self.paths:
             match = regex.fullmatch(self.relative(path) if "/" in pattern else path.name)
             if match:
-                matches[match["chip"]] = path
-        return matches
+                matches[match["chip"]].append(path)
+        several = {chip: paths for chip, paths in matches.items() if len(paths) > 1}
+        if several:
+            chip, paths = sorted(several.items())[0]
+            raise DataError(f"{self.root}: the pattern {pattern!r} matches {len(paths)} files of chip {chip} "
+                            f"({', '.join(self.relative(p) for p in paths[:6])}{' ...' if len(paths) > 6 else ''})"
+                            f"{f' and of {len(several) - 1} other chip(s)' if len(several) > 1 else ''}; put the "
+                            f"folder of the one meant in the pattern: {self.choices(paths, pattern)}")
+        return {chip: paths[0] for chip, paths in matches.items()}
+
+    def choices(self, paths, pattern: str) -> str:
+        """"'a/{chip}.tif' or 'b/{chip}.tif'": the pattern with each file's folder."""
+        name = pattern.rsplit("/", 1)[-1]
+        options = [f"'{Path(self.relative(p)).parent.as_posix()}/{name}'" for p in paths]
+        return " or ".join([", ".join(options[:-1]), options[-1]]) if len(options) > 1 else options[0]
+
+    def folders(self, paths) -> str:
+        """Where files are, for a log line: 'train_labels/ (4 files)'."""
+        counts = Counter(Path(self.relative(p)).parent.as_posix() for p in paths)
+        return ", ".join(f"{'.' if folder == '.' else folder}/ ({n} file{'s' * (n != 1)})"
+                         for folder, n in sorted(counts.items()))
 
 
 def pattern_regex(pattern: str) -> re.Pattern:
@@ -122,10 +143,35 @@ def probe(chip_id: str, files: dict[str, Path], split: str | None = None, counts
         if (head["height"], head["width"]) != (label["height"], label["width"]):
             raise ChipProblem("size mismatch", f"{files[role]}: {head['height']} x {head['width']} pixels, but its "
                                                f"label {files['label'].name} has {label['height']} x {label['width']}")
+        if role != "label":
+            check_same_ground(files[role], head, files["label"], label)
         if role in counts and head["count"] != counts[role]:
-            raise ChipProblem("wrong band count", f"{files[role]}: {head['count']} band(s), expected {counts[role]}")
+            raise ChipProblem("wrong band count", f"{files[role]}: {head['count']} band(s), expected {counts[role]}"
+                                                  + (f" ({head['pages']})" if head["pages"] else ""))
     return Chip(chip_id, dict(files), label["height"], label["width"],
                 {"crs": label["crs"], "transform": label["transform"]}, split)
+
+
+def check_same_ground(path: Path, head: dict, label_path: Path, label: dict) -> None:
+    """An image and its label are paired by pixel position, so they must lie on one grid: the same CRS and the
+    same bounds (within half a label pixel). Two rasters without any CRS are taken as they are (plain arrays)."""
+    crs, label_crs = head["crs"], label["crs"]
+    if crs is None and label_crs is None:
+        return
+    if crs is None or label_crs is None:
+        raise ChipProblem("different grid", f"{path}: {'no CRS' if crs is None else crs} but its label {label_path.name} "
+                                            f"has {'no CRS' if label_crs is None else label_crs}; they cannot be "
+                                            f"checked to cover the same ground (georeference both, or neither)")
+    from rasterio.crs import CRS
+    if CRS.from_string(crs) != CRS.from_string(label_crs):
+        raise ChipProblem("different grid", f"{path}: in {crs} but its label {label_path.name} is in {label_crs}; "
+                                            f"pixels would be paired by position; reproject one onto the other's grid")
+    tolerance = 0.5 * max(abs(label["transform"][0]), abs(label["transform"][4]))
+    if max(abs(a - b) for a, b in zip(head["bounds"], label["bounds"])) > tolerance:
+        bounds = lambda b: "(" + ", ".join(f"{v:.6g}" for v in b) + ")"  # noqa: E731
+        raise ChipProblem("different grid", f"{path}: bounds {bounds(head['bounds'])} but its label {label_path.name} "
+                                            f"covers {bounds(label['bounds'])} ({crs}); pixels would be paired by "
+                                            f"position; crop or reproject one onto the other's grid")
 
 
 def probe_or_skip(chip_id, files, split, counts, chips: list, skips: list) -> None:
@@ -271,6 +317,10 @@ class PatternChips:
                 skips.append(Skip(reason, f"{', '.join(names)}: not found under {self.index.root} (chip {chip_id})"))
                 continue
             probe_or_skip(chip_id, files, None, {r: per_file for r in files if r != "label"}, chips, skips)
+        # which files became images and labels, said once (a wrong layer taken as the label shows here)
+        self.file_lines = [f"{role} files ({pattern}): {self.index.folders([c.files[key] for c in chips])}"
+                           for role, pattern, key in (("image", self.image_patterns[0], "image_1"),
+                                                      ("label", self.label_pattern, "label")) if chips]
         return chips, skips
 
     def read(self, chip: Chip, rows: tuple[int, int] | None = None) -> ChipData:

@@ -114,8 +114,9 @@ def _write(img: Path, lab: Path, pid: str, bands: dict, label: np.ndarray, band_
 
 
 def make_demo_dataset(root, n_train: int = 120, n_val: int = 30, folds: int = 0, seed: int = 42,
-                      size: int = 256) -> dict:
-    """Write a synthetic dataset under `root` (see the module docstring for the layout).
+                      size: int = 256, overwrite: bool = False) -> dict:
+    """Write a synthetic dataset under `root` (see the module docstring for the layout). A root holding
+    other patches than demo ones is refused (OutputError), unless `overwrite` (which deletes them).
 
     folds=0: ROOT/train holds patches 0 .. n_train-1, ROOT/val the next n_val.
     folds=K>0: the n_train + n_val patches form a pool; ROOT/fold_k/val holds the k-th of K
@@ -135,6 +136,7 @@ def make_demo_dataset(root, n_train: int = 120, n_val: int = 30, folds: int = 0,
         raise ValueError(f"folds must be between 0 and the number of patches ({total}), got {folds}")
     if size < 16:
         raise ValueError(f"size must be at least 16, got {size}")
+    removed = _check_foreign_data(root, overwrite)
 
     dry, nodata = _draw_plan(seed, total)
     targets, splits = _layout(root, n_train, total, folds)
@@ -147,7 +149,27 @@ def make_demo_dataset(root, n_train: int = 120, n_val: int = 30, folds: int = 0,
         stats.add(bands["VV"], label, info)
     return {"root": str(root), "n_patches": total, "n_train": n_train, "n_val": n_val, "folds": folds,
             "size": size, "seed": seed, **stats.summary(nodata_patches=int(nodata.sum())),
-            "splits": splits, "seconds": time.perf_counter() - start}
+            "splits": splits, "removed": removed, "seconds": time.perf_counter() - start}
+
+
+def _check_foreign_data(root: Path, overwrite: bool) -> int:
+    """Refuse a root that holds other data than demo patches (a prepared real dataset): the demo would be
+    mixed into it. With `overwrite`, the other patches of the img/ and lab/ folders are removed; returns
+    how many. A file, not a folder, is refused either way."""
+    from lib.errors import OutputError
+    if root.exists() and not root.is_dir():
+        raise OutputError(f"{root}: is a file, not a folder; give a dataset folder with --out")
+    foreign = sorted(p for p in root.rglob("*.npy") if not p.name.startswith(PATCH_PREFIX)) if root.is_dir() else []
+    if not foreign:
+        return 0
+    if not overwrite:
+        raise OutputError(f"{root}: holds {len(foreign)} patch file(s) that are not demo data (e.g. {foreign[0]}); "
+                          f"demo patches would be mixed into that dataset. Give another --out, or --overwrite "
+                          f"to replace the dataset (its patches in img/ and lab/ folders are deleted)")
+    removed = [p for p in foreign if p.parent.name in ("img", "lab")]
+    for path in removed:
+        path.unlink()
+    return len(removed)
 
 
 def _draw_plan(seed: int, total: int) -> tuple[np.ndarray, np.ndarray]:

@@ -76,15 +76,15 @@ def deferred_sigint():
     """Hold a SIGINT (Ctrl-C) that arrives inside the block and raise KeyboardInterrupt at its end, so a
     write in progress completes and the interrupt still stops the run. Where SIGINT is ignored (a run
     started in the background or with nohup), it stays ignored."""
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        yield
-        return
+    # SIGTERM too where the run handles it as Ctrl-C (lib.runtime.sigterm_as_ctrl_c)
+    held = [s for s in (signal.SIGINT, signal.SIGTERM) if callable(signal.getsignal(s))]
     received = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in held}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     if received:
         raise KeyboardInterrupt
 

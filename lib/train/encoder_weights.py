@@ -9,12 +9,16 @@ initialization and says so; the returned string is recorded in summary.json.
 from __future__ import annotations
 
 import os
+import pickle
 import socket
+import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 from torch import nn
+
+from lib.errors import CheckpointError
 
 CONNECT_TIMEOUT_S = 3.0
 
@@ -67,7 +71,7 @@ def load_into_encoder(encoder: nn.Module, state_dict: dict[str, torch.Tensor], s
             return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
         problems = [f"{name}: {head(keys)}" for name, keys in
                     (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", mismatched)) if keys]
-        raise ValueError(f"{source}: encoder weights do not fit the encoder; " + "; ".join(problems))
+        raise CheckpointError(f"{source}: encoder weights do not fit the encoder; " + "; ".join(problems))
     encoder.load_state_dict(state_dict)
 
 
@@ -88,11 +92,36 @@ def load_encoder_weights(model: nn.Module, weights: str | None, encoder_name: st
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"ENCODER_WEIGHTS {weights!r}: no such file (use 'imagenet', None or a state-dict path)")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        state_dict = load_file(str(path))
-    else:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-        state_dict = state_dict.get("state_dict", state_dict)
-    load_into_encoder(model.encoder, state_dict, str(path))
+    load_into_encoder(model.encoder, read_state_dict(path), str(path))
     return str(path)
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A plain {name: tensor} file (torch.save of a state dict, or .safetensors; a checkpoint's 'state_dict'
+    is taken). Anything else is one CheckpointError naming ENCODER_WEIGHTS: a file holding other objects is
+    never unpickled in full (it could run code)."""
+    plain_dict = "save the encoder's weights with torch.save(model.encoder.state_dict(), path) or as .safetensors"
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            state_dict = load_file(str(path))
+        elif not zipfile.is_zipfile(path):
+            raise CheckpointError(f"ENCODER_WEIGHTS {path}: not a readable weights file (neither written by "
+                                  f"torch.save nor .safetensors); {plain_dict}")
+        else:
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"ENCODER_WEIGHTS {path}: not a plain state dict: it holds objects other than tensors "
+                              f"and plain Python types, which are not loaded (they could run code); {plain_dict}") from None
+    except Exception as error:  # not a torch or safetensors file, truncated, ...
+        raise CheckpointError(f"ENCODER_WEIGHTS {path}: not a readable weights file ({type(error).__name__}: "
+                              f"{str(error).splitlines()[0] if str(error) else ''}); {plain_dict}") from None
+    if isinstance(state_dict, dict) and isinstance(state_dict.get("state_dict"), dict):
+        state_dict = state_dict["state_dict"]
+    if not isinstance(state_dict, dict) or not state_dict or \
+            not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()):
+        raise CheckpointError(f"ENCODER_WEIGHTS {path}: not a state dict of named tensors (found "
+                              f"{type(state_dict).__name__}); {plain_dict}")
+    return state_dict

@@ -22,7 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-from lib.errors import OutputError, os_error_text
+from lib.checkpoint import same_file
+from lib.errors import ConfigError, OutputError, os_error_text
+from lib.runtime import sigterm_as_ctrl_c
 
 try:
     import fcntl
@@ -30,6 +32,11 @@ except ImportError:  # not POSIX: no lock (the project runs on Linux)
     fcntl = None
 
 LOCK_NAME = "run.lock"
+# what a run writes into OUTPUT_DIR (lib/train/checkpoint_saver.py); a folder holding a checkpoint holds a run
+RUN_OUTPUTS = ("best.pt", "last.pt", "history.csv", "summary.json", "curves.png")
+CHECKPOINTS = ("best.pt", "last.pt")
+# constants that name a file a run reads: never one of its outputs
+INPUT_CONSTANTS = ("TEACHER_CHECKPOINT", "ENCODER_WEIGHTS")
 
 
 def output_dir_of(constants: dict, model_name: str) -> Path:
@@ -143,15 +150,63 @@ def hold_output_dir(output_dir: Path | str, log=print, enabled: bool = True):
         lock.release()
 
 
+def check_inputs_are_not_outputs(output_dir: Path, constants: dict) -> None:
+    """A file the run reads (the teacher, the encoder weights) is never one of the files it writes, even
+    with OVERWRITE=1: the run would replace its own input (kd.py OUTPUT_DIR = the teacher's folder)."""
+    for name in INPUT_CONSTANTS:
+        value = constants.get(name)
+        if not isinstance(value, (str, Path)) or not str(value).strip():
+            continue
+        for output in RUN_OUTPUTS:
+            if same_file(Path(value), output_dir / output):
+                raise ConfigError(f"{name} {value} is the {output} this run would write into OUTPUT_DIR {output_dir}; "
+                                  f"choose another OUTPUT_DIR (a run never replaces a file it reads)")
+
+
+def check_no_finished_run(output_dir: Path, constants: dict, log=print) -> None:
+    """A new run (no RESUME) into a folder that holds a run's checkpoints would replace them: refused unless
+    OVERWRITE=1, which removes that run's outputs first (so no file of it is left beside the new run's)."""
+    found = [name for name in CHECKPOINTS if (output_dir / name).exists()]
+    if not found:
+        return
+    resume, overwrite = bool(constants.get("RESUME")), bool(constants.get("OVERWRITE"))
+    if resume and overwrite:
+        raise ConfigError("RESUME=1 and OVERWRITE=1 contradict each other: RESUME continues the run in "
+                          f"OUTPUT_DIR {output_dir}, OVERWRITE replaces it; set one")
+    if resume:
+        return
+    if not overwrite:
+        raise OutputError(f"OUTPUT_DIR {output_dir} holds a run ({', '.join(found)}); a new run would replace it. "
+                          f"Continue it with RESUME=1, replace it with OVERWRITE=1, or choose another OUTPUT_DIR")
+    removed = []
+    for name in RUN_OUTPUTS:
+        try:
+            (output_dir / name).unlink()
+            removed.append(name)
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            raise OutputError(f"OUTPUT_DIR {output_dir}: cannot remove the previous {name} for OVERWRITE=1 "
+                              f"({os_error_text(error)})") from None
+    log(f"OVERWRITE=1: removed the previous run's {', '.join(removed)} from {output_dir}")
+
+
 def is_main_process() -> bool:
     """Rank 0 of a torchrun job, or a plain single process."""
     return int(os.environ.get("RANK", "0")) == 0
 
 
 def holds_output_dir(train):
-    """Decorator for the engine's `train(constants, model_name, ...)`: the run holds its OUTPUT_DIR."""
+    """Decorator for the engine's `train(constants, model_name, ...)`: the run holds its OUTPUT_DIR, which
+    must not hold another run's checkpoints (unless RESUME or OVERWRITE) nor be where its inputs are."""
     @functools.wraps(train)
     def locked(constants: dict, model_name: str, *args, **kwargs):
-        with hold_output_dir(output_dir_of(constants, model_name), enabled=is_main_process()):
+        output_dir = output_dir_of(constants, model_name)
+        main = is_main_process()
+        if main:
+            check_inputs_are_not_outputs(output_dir, constants)
+        with sigterm_as_ctrl_c(), hold_output_dir(output_dir, enabled=main):
+            if main:
+                check_no_finished_run(output_dir, constants)
             return train(constants, model_name, *args, **kwargs)
     return locked

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import ROOT
 from lib.cli import run
-from lib.constants_table import SCRIPT_DIFFERENCES
+from lib.constants_table import MAX_SEED, SCRIPT_DIFFERENCES
 from lib.config import (CONSTANTS, DEFAULTS, ConfigError, check_value, load_constants,
                         resolve_constants, with_defaults)
 
@@ -63,11 +63,11 @@ GOOD = {
     "PRELOAD": [("auto", "auto"), ("0", False), (True, True)],
     "AUGMENT": [("false", False)], "EPOCHS": [("1", 1)], "BATCH_SIZE": [(2, 2)], "LR": [("1e-3", 1e-3)],
     "WEIGHT_DECAY": [("0", 0.0)], "WARMUP_EPOCHS": [("0", 0)], "PLATEAU_PATIENCE": [("0", 0)],
-    "PLATEAU_FACTOR": [("0.1", 0.1)], "PATIENCE": [("1", 1)], "SEED": [("0", 0)], "FTL_ALPHA": [("0.5", 0.5)],
+    "PLATEAU_FACTOR": [("0.1", 0.1)], "PATIENCE": [("1", 1)], "SEED": [("0", 0), (str(MAX_SEED), MAX_SEED)], "FTL_ALPHA": [("0.5", 0.5)],
     "FTL_BETA": [("0", 0.0)], "FTL_GAMMA": [("1", 1.0)], "BCE_WEIGHT": [("0", 0.0), ("0.5", 0.5)], "DEVICE": [("auto", "auto"), ("CPU", "cpu")],
     "PRECISION": [("bf16", "bf16")], "CHANNELS_LAST": [("0", False), ("auto", "auto")], "COMPILE": [("1", True)],
     "NUM_WORKERS": [("3", 3), ("auto", "auto")], "SYNC_BN": [("1", True)], "OUTPUT_DIR": [('"runs/x"', "runs/x"), (None, None)],
-    "RESUME": [("yes", True)], "ENCODER_WEIGHTS": [("imagenet", "imagenet"), ("None", None)], "PROGRESS": [("0", False)],
+    "RESUME": [("yes", True)], "OVERWRITE": [("1", True)], "ENCODER_WEIGHTS": [("imagenet", "imagenet"), ("None", None)], "PROGRESS": [("0", False)],
     "ENCODER_NAME": [("resnet18", "resnet18")], "ENCODER_DEPTH": [("3", 3)], "WIDTHS": [("64,32", (64, 32))],
     "DROPOUT": [("0", 0.0)], "WIDTH": [("4", 4)], "BASE_CHANNELS": [("8", 8)], "BATCH_NORM": [("0", False)],
     "FC_WIDTH": [("64", 64)], "FC_KERNEL": [("1", 1)], "HRNET_VARIANT": [("hrnet_w18_small", "hrnet_w18_small")],
@@ -86,17 +86,17 @@ BAD = {
     "TRAIN_BANDS": ["", "()", "VV,XX", None], "VAL_BANDS": ["vv"], "IMAGE_SIZE": ["None", "abc", "0", "64.5"],
     "NORMALIZATION": ["db", ""], "PRELOAD": ["maybe", None], "AUGMENT": ["2"], "EPOCHS": ["None", "0", "1.5"], "BATCH_SIZE": ["0", "none", "-4"],
     "LR": ["-1", "nan", "inf", "0", "None"], "WEIGHT_DECAY": ["-1e-4"], "WARMUP_EPOCHS": ["-1"],
-    "PLATEAU_PATIENCE": ["x"], "PLATEAU_FACTOR": ["1", "0"], "PATIENCE": ["0"], "SEED": ["-1"],
+    "PLATEAU_PATIENCE": ["x"], "PLATEAU_FACTOR": ["1", "0"], "PATIENCE": ["0"], "SEED": ["-1", str(2**64), str(MAX_SEED + 1)],
     "FTL_ALPHA": ["-0.1"], "FTL_BETA": ["nan"], "FTL_GAMMA": ["0"], "BCE_WEIGHT": ["-1", "inf"], "DEVICE": ["gpu", "tpu", ""],
     "PRECISION": ["fp64"], "CHANNELS_LAST": ["maybe"], "COMPILE": ["2"], "NUM_WORKERS": ["abc", "-1", None],
-    "SYNC_BN": ["sometimes"], "OUTPUT_DIR": ["", 3], "RESUME": ["2"], "ENCODER_WEIGHTS": [""], "PROGRESS": ["x"],
+    "SYNC_BN": ["sometimes"], "OUTPUT_DIR": ["", 3], "RESUME": ["2"], "OVERWRITE": ["maybe"], "ENCODER_WEIGHTS": [""], "PROGRESS": ["x"],
     "ENCODER_NAME": [""], "ENCODER_DEPTH": ["0", "6"], "WIDTHS": ["", "64,0"], "DROPOUT": ["1", "-0.1"],
     "WIDTH": ["0"], "BASE_CHANNELS": ["0"], "BATCH_NORM": ["x"], "FC_WIDTH": ["0"], "FC_KERNEL": ["0"],
     "HRNET_VARIANT": [""], "PATCH": ["0"], "HIDDEN": ["0"], "DEPTH": ["0"], "TOKENS_MLP": ["0"], "CHANNELS_MLP": ["-1"],
     "REFINE": ["-1", "8.5"], "MIXER_ACTIVATION": ["swish", ""], "MIXER_NORM": ["group"],
     "CALIBRATION_DB": ["nan", "abc"], "K5_TRAIN_CROP": ["grid"], "K5_CROPS_PER_SCENE": ["0"],
     "TEACHER_CHECKPOINT": ["", None], "STUDENT": ["NoSuchNet"], "STUDENT_ARGS": ["{'width': 8", "[1, 2]", "8"],
-    "KD_TEMPERATURE": ["inf", "0"], "KD_ALPHA": ["-1"], "KD_BETA": ["nan"],
+    "KD_TEMPERATURE": ["inf", "0", "1e-30", "1e30"], "KD_ALPHA": ["-1"], "KD_BETA": ["nan"],
     "KD_FEATURE": ["-1"], "KD_FEATURE_LOSS": ["l1"], "KD_FEATURE_STUDENT_LAYER": [""], "KD_FEATURE_TEACHER_LAYER": [""],
     "KD_CWD": ["nan"], "KD_AFFINITY": ["-0.5"], "KD_AFFINITY_GRID": ["0"], "COST_TABLE": ["maybe"],
 }
@@ -147,7 +147,7 @@ def test_none_is_accepted_only_where_it_means_something():
     ("train_pspmixer.py", "VAL_BANDS=", "VAL_BANDS='': expected a non-empty list of bands"),
     ("train_unetlight.py", "TRAIN_BANDS=()", "TRAIN_BANDS='()': expected a non-empty list of bands"),
     ("kd.py", "STUDENT_ARGS={'width': 8", "STUDENT_ARGS=\"{'width': 8\": expected a dict of keyword arguments"),
-    ("kd.py", "KD_TEMPERATURE=inf", "KD_TEMPERATURE='inf': expected a finite number > 0"),
+    ("kd.py", "KD_TEMPERATURE=inf", "KD_TEMPERATURE='inf': expected a number from 0.01 to 1000"),
     ("kd.py", "PATCH=24", "PATCH=24: expected an integer >= 1 that divides IMAGE_SIZE"),  # with IMAGE_SIZE given
     ("train_hrnet.py", "K5_TRAIN_CROP=grid", "K5_TRAIN_CROP='grid': expected random or tiles"),
     ("train_hrnet.py", "K5_CROPS_PER_SCENE=0", "K5_CROPS_PER_SCENE='0': expected an integer >= 1"),

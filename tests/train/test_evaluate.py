@@ -12,6 +12,7 @@ import torch
 
 import evaluate
 import train_folds
+from lib.errors import ConfigError, DataError
 from conftest import ROOT, TINY_SIZE, tiny_constants
 from lib.data.bands import SAR_DB_RANGE
 from lib.checkpoint import FORMAT, load_model, save_checkpoint
@@ -160,7 +161,7 @@ def test_fold_found_from_path_when_not_recorded(two_folds, tmp_path):
     unknown = tmp_path / "nofold" / "best.pt"
     unknown.parent.mkdir()
     shutil.copy(moved, unknown)
-    with pytest.raises(SystemExit, match="names no fold"):
+    with pytest.raises(DataError, match="names no fold"):
         evaluate.main([str(unknown), "--data-root", str(root), "--out", str(tmp_path), "--device", "cpu"])
 
 
@@ -178,7 +179,7 @@ def test_train_folds_plans_one_run_per_fold(two_folds, tmp_path, capsys):
     assert checkpoints == [Path("runs/unetlight/fold_1/best.pt"), Path("runs/unetlight/fold_2/best.pt")]
     assert train_folds.main([str(ROOT / "train_unetlight.py"), f"DATA_ROOT={root}", "FOLDS=[2]", "DRY_RUN=1"]) == \
         [Path("runs/unetlight/fold_2/best.pt")]
-    with pytest.raises(SystemExit, match="fold_3"):
+    with pytest.raises(ConfigError, match="fold_3"):
         train_folds.main([str(ROOT / "train_unetlight.py"), f"DATA_ROOT={root}", "FOLDS=3", "DRY_RUN=1"])
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from lib.data.bands import normalize
 from lib.data.labels import IGNORE_INDEX, label_to_target
 from lib.errors import DataError
-from lib.data.raster_io import open_quietly
+from lib.data.raster_io import open_quietly, read_failure
 
 BAND = "HH"
 CALIBRATION_DB = 0.0         # dB added to 20*log10(DN); BAND_RANGES["HH"] applies to the sum
@@ -121,7 +121,7 @@ def read_tiff(path: Path, window: tuple[int, int, int, int] | None = None) -> np
             row, col, height, width = window
             return src.read(1, window=Window(col, row, width, height))
         except Exception as error:  # truncated or corrupt data
-            raise DataError(f"{path}: cannot decode the GeoTIFF ({type(error).__name__}: {error})") from None
+            raise DataError(f"{path}: cannot decode the GeoTIFF ({read_failure(error)})") from None
 
 
 def check_sample(sample: Sample) -> tuple[int, int]:
