@@ -120,7 +120,7 @@ def train_fold(script: Path, fold: Path, passed: dict, resume: bool) -> None:
 def score_fold(fold: Path, own: dict) -> dict:
     """Counts per band of the model (run/last.pt), the threshold its run fitted on the training chips, and
     Otsu per image, on the held-out chip; scored with evaluate.py's code."""
-    from evaluate import checkpoint_split, evaluate_checkpoint
+    from lib.bench.scoring import checkpoint_split, evaluate_checkpoint
     from lib.bench.onnx_model import load_model_any
     from lib.runtime import resolve_device
     from lib.train.baseline import fit_thresholds, otsu_counts, recorded_thresholds, threshold_counts
