@@ -15,6 +15,11 @@ without one gets thresholds fitted on the evaluated split, marked so) and a row 
 image, scored on the same data with the same metrics (kind "baseline" in evaluation.csv; "baselines" in
 evaluation.json, beside "results").
 
+Recall by backscatter bin (--recall-bins, on by default): per dB band (VV, VH, HH), the recall of water in
+each 2 dB bin of the pixels' own backscatter, the model's beside the threshold's, so a model that calls
+brighter water (wind, shallow water, flooded vegetation) land shows where (lib/train/recall_bins.py;
+"recall_by_bin" in evaluation.json).
+
 k-fold: when --data-root holds fold_1 .. fold_K folders, every checkpoint is evaluated on its own fold,
 found from the checkpoint's recorded DATA_ROOT (".../fold_k") or else from its path (".../fold_k/...").
 Checkpoints that differ only in the fold part of their path form one group (for example
@@ -43,7 +48,8 @@ from lib.data.dataset import DataError
 from lib.config import with_defaults
 from lib.data.factory import checkpoint_dataset
 from lib.train.engine import evaluate, make_loader, supervised_loss
-from lib.train.metrics import METRICS
+from lib.train.metrics import METRICS, BandConfusion
+from lib.train.recall_bins import format_bins, recall_by_bin
 from lib.bench.onnx_model import load_model_any
 from lib.runtime import resolve_device, speed_settings
 
@@ -76,6 +82,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
                         help="add rows for the checkpoint's threshold baseline (fitted on its training split when "
                              "recorded, else on the evaluated split) and for Otsu per image (default on)")
+    parser.add_argument("--recall-bins", action=argparse.BooleanOptionalAction, default=True,
+                        help="print per dB band the recall of water by 2 dB bin of backscatter, beside the threshold's "
+                             "(stored as recall_by_bin in evaluation.json; default on)")
     return parser.parse_args(argv)
 
 
@@ -150,7 +159,7 @@ def evaluate_checkpoint(model, checkpoint: dict, path: Path, dataset, bands, roo
                         device, precision: str = "auto", workers="auto", progress: bool = False) -> dict:
     """Metrics of a loaded checkpoint (lib.checkpoint.load_model) on `dataset` (checkpoint_split: built from
     checkpoint["data"], normalization, bands, image size), computed as in training by lib.train.engine.evaluate.
-    Returns one result row."""
+    Returns one result row (with "counts": {band: [tp, fp, fn, tn]}, the confusion counts behind the metrics)."""
     constants = with_defaults(checkpoint.get("constants") or {})
     c = {**constants, "BATCH_SIZE": batch_size, "NUM_WORKERS": workers}
     loader = make_loader(dataset, c, False, device, None)
@@ -158,21 +167,40 @@ def evaluate_checkpoint(model, checkpoint: dict, path: Path, dataset, bands, roo
     precision = speed["precision"]
     if speed["channels_last"]:
         model.to(memory_format=torch.channels_last)
-    loss, metrics = evaluate(model, loader, supervised_loss(c).to(device), bands, device, precision, progress=progress)
+    confusion = BandConfusion(bands)
+    loss, metrics = evaluate(model, loader, supervised_loss(c).to(device), bands, device, precision, progress=progress,
+                             confusion=confusion)
+    counts = {band: confusion.counts[i].tolist() for i, band in enumerate(bands)}  # (tp, fp, fn, tn), for pooling
     patches = len(getattr(dataset, "patches", None) or getattr(dataset, "samples", []))
     return {"checkpoint": str(path), "model": checkpoint["model"]["name"], "epoch": checkpoint.get("epoch"),
             "data_root": str(root), "split": split, "bands": " ".join(bands), "patches": patches,
-            "items": len(dataset), "loss": loss, **metrics}
+            "items": len(dataset), "loss": loss, **metrics, "counts": counts}
+
+
+def checkpoint_thresholds(checkpoint: dict, dataset, bands, split: str) -> tuple[dict, str]:
+    """(band -> (Threshold, fit IoU), where fitted): those the checkpoint's run fitted on its training split,
+    else fitted on the evaluated split."""
+    thresholds = recorded_thresholds(checkpoint.get("baseline"), bands)
+    if thresholds is None:
+        return fit_thresholds(dataset, bands), f"{split} (evaluated split)"
+    return thresholds, (checkpoint.get("baseline") or {}).get("fitted_on", "train")
+
+
+def recall_rows(model, checkpoint: dict, row: dict, dataset, bands, split: str, device, args) -> str:
+    """Recall of water per 2 dB bin of each dB band, beside the threshold's (with --baselines); stored in
+    `row["recall_by_bin"]` (evaluation.json); returns the printed block."""
+    thresholds = checkpoint_thresholds(checkpoint, dataset, bands, split)[0] if args.baselines else None
+    precision = speed_settings({"PRECISION": args.precision}, device)["precision"]
+    row["recall_by_bin"] = recall_by_bin(model, dataset, bands, thresholds, device, precision, args.batch_size)
+    names = {band: t.describe(band) for band, (t, _) in thresholds.items()} if thresholds else None
+    return format_bins(str(row["checkpoint"]), row["recall_by_bin"], names)
 
 
 def baseline_rows(checkpoint: dict, row: dict, dataset, bands, split: str) -> list[dict]:
     """Rows for the threshold baseline and Otsu per image on the data `row` was scored on (`dataset`, whose
     raw band files they read): the thresholds the checkpoint recorded (fitted on its training split), else
     thresholds fitted on this split (marked so)."""
-    thresholds = recorded_thresholds(checkpoint.get("baseline"), bands)
-    fitted_on = (checkpoint.get("baseline") or {}).get("fitted_on", "train")
-    if thresholds is None:
-        thresholds, fitted_on = fit_thresholds(dataset, bands), f"{split} (evaluated split)"
+    thresholds, fitted_on = checkpoint_thresholds(checkpoint, dataset, bands, split)
     record = baseline_record(thresholds, dataset, fitted_on)
     described = " ".join(t.describe(band).replace(" ", "") for band, (t, _) in thresholds.items())
     common = {k: row[k] for k in ("checkpoint", "epoch", "data_root", "split", "bands", "patches", "items", "fold")}
@@ -307,6 +335,8 @@ def main(argv=None) -> dict:
         rows.append(row)
         print(f"{path}: {row['model']} on {root} ({args.split}, {row['items']} items): "
               f"IoU {row['iou']:.4f}, F1 {row['f1']:.4f}", file=sys.stderr)
+        if args.recall_bins:
+            print(recall_rows(model, checkpoint, row, dataset, bands, args.split, device, args), file=sys.stderr)
         if args.baselines:
             rows += baseline_rows(checkpoint, row, dataset, bands, args.split)
         del model

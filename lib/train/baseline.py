@@ -162,23 +162,33 @@ def metrics(total: np.ndarray) -> dict[str, float]:
     return metrics_from_counts(torch.as_tensor(total))
 
 
-def score_threshold(dataset, band: str, threshold: Threshold) -> dict[str, float]:
-    """Dataset-wide metrics of one threshold on every image of `dataset` in `band`."""
+def threshold_counts(dataset, band: str, threshold: Threshold) -> np.ndarray:
+    """(tp, fp, fn, tn) of one threshold summed over every image of `dataset` in `band`."""
     total = np.zeros(4, np.int64)
     for raw, target in raw_images(dataset, band):
         values, water = labelled(raw, target)
         total += counts(threshold.predict(values), water)
-    return metrics(total)
+    return total
 
 
-def score_otsu(dataset, band: str, water_below: bool) -> dict[str, float]:
-    """Dataset-wide metrics of Otsu's threshold found anew on each image (polarity given)."""
+def otsu_counts(dataset, band: str, water_below: bool) -> np.ndarray:
+    """(tp, fp, fn, tn) of Otsu's threshold found anew on each image (polarity given), summed."""
     total = np.zeros(4, np.int64)
     for raw, target in raw_images(dataset, band):
         values, water = labelled(raw, target)
         if values.size:
             total += counts(Threshold(otsu_threshold(values), water_below).predict(values), water)
-    return metrics(total)
+    return total
+
+
+def score_threshold(dataset, band: str, threshold: Threshold) -> dict[str, float]:
+    """Dataset-wide metrics of one threshold on every image of `dataset` in `band`."""
+    return metrics(threshold_counts(dataset, band, threshold))
+
+
+def score_otsu(dataset, band: str, water_below: bool) -> dict[str, float]:
+    """Dataset-wide metrics of Otsu's threshold found anew on each image (polarity given)."""
+    return metrics(otsu_counts(dataset, band, water_below))
 
 
 # ------------------------------------------------------------------------------------------ summary

@@ -36,6 +36,7 @@ from lib.train.encoder_weights import load_encoder_weights
 from lib.train.init_checkpoint import load_init_checkpoint
 from lib.errors import CheckpointError, TrainingError
 from lib.train.loss import FocalTverskyBCE, FocalTverskyLoss
+from lib.train.collapse import constant_answer_line
 from lib.train.metrics import BandConfusion
 from lib.models.factory import build_model, used_parameters
 from lib.train.resume import check_resume, describe, record_resume
@@ -150,6 +151,9 @@ def log_epoch(run: Run, row: dict, improved: bool) -> None:
     run.log(f"epoch {row['epoch']:3d}/{run.c['EPOCHS']} lr {row['lr']:.2e} train {row['train_loss']:.4f}{extra} "
             f"val {row['val_loss']:.4f} IoU {bands} mean {row['val_iou']:.3f} ({row['epoch_time_s']:.1f} s)"
             f"{' *' if improved else ''}")
+    collapsed = constant_answer_line(run.progress.history, run.c["VAL_BANDS"])  # one line per streak
+    if collapsed:
+        run.log(collapsed)
 
 
 def log_end(run: Run, final: dict) -> None:
@@ -165,14 +169,15 @@ def log_end(run: Run, final: dict) -> None:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, loss_fn: nn.Module, bands, device: torch.device,
-             precision: str = "fp32", progress: bool = False) -> tuple[float, dict[str, float]]:
+             precision: str = "fp32", progress: bool = False, confusion: BandConfusion | None = None
+             ) -> tuple[float, dict[str, float]]:
     """Mean loss and dataset-wide per-band metrics over `loader` (items: image, target, band index).
 
     The loss is the mean over items of each item's own loss, so it does not depend on how the items
     are batched or sharded; under torch.distributed the sums and counts are reduced over all ranks."""
     was_training = model.training
     model.eval()
-    confusion = BandConfusion(bands)
+    confusion = BandConfusion(bands) if confusion is None else confusion  # a caller's, to read its counts
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     items = 0
     for images, targets, band_index in tqdm(loader, desc="val", leave=False, disable=None if progress else True):

@@ -1,0 +1,181 @@
+"""Leave one chip out: train a script once per held-out chip on all the others, score the chip at the last epoch.
+
+    python benchmark_real.py /tmp/real5
+    python benchmark_real.py /tmp/real5 SCRIPT=train_pspnet.py EPOCHS=20 OUTPUT_DIR=runs/benchmark_real_pspnet
+    python benchmark_real.py data/s1f11 GROUP_BY=region CHIPS=Spain,Bolivia EPOCHS=40 BCE_WEIGHT=0.5
+
+DATA_ROOT is a prepared dataset (prepare_data.py) whose patch ids are {chip}_r{i}c{j}; every split folder
+below it is read, so a flat train/ layout and a k-fold layout both work. For each chip (or GROUP_BY group)
+the fold folder OUTPUT_DIR/<chip>/ gets data/ (train: links to the other chips' patches, val: the held-out
+chip's), run/ (the script's OUTPUT_DIR) and score.json. The model is scored from run/last.pt, the last
+epoch, never chosen on the held-out chip; and so that the held-out chip steers nothing, every fold runs with
+PATIENCE and PLATEAU_PATIENCE out of reach (no early stop, no learning-rate cut on its loss) unless given.
+Beside the model: the single threshold per band that the same run fitted on its training chips, and Otsu
+per image (lib/train/baseline.py), on the same pixels. A chip without water is scored by its false-positive
+share and left out of the IoU means. Writes benchmark_real.csv, .json, .md (the table) and .png.
+
+Every NAME=value that is not one of this script's constants goes to the training script of every fold
+(TRAIN_BANDS, EPOCHS, BCE_WEIGHT, ...). A fold whose score.json matches the command is skipped; one with
+an unfinished run continues with RESUME=1.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from lib.bench.chip_table import markdown, summarize, write_outputs
+from lib.bench.chips import find_groups, link_fold
+from lib.config import ConfigError, describe, parse_value, with_defaults
+
+SCRIPT = "train_unetlight.py"  # the 12K-parameter student: learns from a few chips, minutes on a CPU
+OUTPUT_DIR = "runs/benchmark_real"
+GROUP_BY = "chip"            # what is held out together: "chip", "region" (name up to the first _) or a regex
+CHIPS = None                 # None: hold out every chip in turn; "a,b": only these (the others still train)
+RESUME = False               # continue folds whose run stopped before its last epoch
+DEVICE = "auto"              # for scoring; the training script has its own DEVICE
+BATCH_SIZE = 32              # for scoring
+FOLD_DEFAULTS = {"TRAIN_BANDS": "VV,VH",          # the bands every real chip has
+                 "PATIENCE": "1000000", "PLATEAU_PATIENCE": "1000000"}  # the held-out chip must not steer training
+OWN = {"SCRIPT": SCRIPT, "OUTPUT_DIR": OUTPUT_DIR, "GROUP_BY": GROUP_BY, "CHIPS": CHIPS, "RESUME": RESUME,
+       "DEVICE": DEVICE, "BATCH_SIZE": BATCH_SIZE}
+
+
+def script_names(script: Path) -> set[str]:
+    """The UPPER_CASE names a training script assigns at top level (the constants it accepts)."""
+    tree = ast.parse(script.read_text(), str(script))
+    return {target.id for node in tree.body if isinstance(node, ast.Assign)
+            for target in node.targets if isinstance(target, ast.Name) and target.id.isupper()}
+
+
+def parse_argv(argv: list[str]) -> tuple[Path, dict, dict]:
+    """(DATA_ROOT, this script's constants, the constants passed to every fold's script)."""
+    if not argv or argv[0] in ("-h", "--help"):
+        raise SystemExit(__doc__ + "\n" + describe(OWN) + f"\n  passed to every fold unless given: {FOLD_DEFAULTS}")
+    if "=" in argv[0]:
+        raise ConfigError(f"the first argument is DATA_ROOT (a prepared dataset), got {argv[0]!r}")
+    own, passed = dict(OWN), {}
+    for arg in argv[1:]:
+        name, sep, text = arg.partition("=")
+        name = name.strip().lstrip("-")
+        if not sep or not name:
+            raise ConfigError(f"cannot read argument {arg!r}: expected NAME=value, e.g. EPOCHS=2")
+        if name in OWN:
+            own[name] = parse_value(name, text, OWN[name])
+        elif name == "DATA_ROOT":
+            raise ConfigError("DATA_ROOT is the first argument; each fold's DATA_ROOT is made by this script")
+        else:
+            passed[name] = text
+    script = Path(str(own["SCRIPT"]))
+    if not script.is_file() and (Path(__file__).parent / script).is_file():  # run from another folder
+        script = Path(__file__).parent / script
+    if not script.is_file() or not script.name.startswith("train_") or script.suffix != ".py":
+        raise ConfigError(f"SCRIPT={own['SCRIPT']!r}: not a training script (e.g. train_unetlight.py, train_pspnet.py)")
+    unknown = sorted(set(passed) - script_names(script))
+    if unknown:
+        raise ConfigError(f"{', '.join(unknown)}: not a constant of {script} nor of benchmark_real.py "
+                          f"({', '.join(OWN)})")
+    return Path(argv[0]), {**own, "SCRIPT": str(script)}, {**FOLD_DEFAULTS, **passed}
+
+
+def selected(groups: dict, chips) -> list[str]:
+    if chips is None:
+        return list(groups)
+    wanted = [str(c).strip() for c in (chips if isinstance(chips, (list, tuple)) else str(chips).split(",")) if str(c).strip()]
+    missing = [c for c in wanted if c not in groups]
+    if missing:
+        raise ConfigError(f"CHIPS: {', '.join(missing)} not in DATA_ROOT (chips: {', '.join(groups)})")
+    return wanted
+
+
+def run_state(run_dir: Path) -> str:
+    """"none" (nothing trained), "complete" (its last epoch is in last.pt) or "unfinished"."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return "unfinished" if (run_dir / "last.pt").exists() else "none"
+    if not (run_dir / "last.pt").exists():
+        return "none"
+    return "complete" if summary.get("epochs_run") == with_defaults(summary.get("constants") or {})["EPOCHS"] else "unfinished"
+
+
+def train_fold(script: Path, fold: Path, passed: dict, resume: bool) -> None:
+    state = run_state(fold / "run")
+    if state == "complete":
+        return
+    if state == "unfinished" and not resume:
+        raise ConfigError(f"{fold / 'run'} holds an unfinished run; add RESUME=1 to continue it (or delete {fold})")
+    command = [sys.executable, str(script), f"DATA_ROOT={fold / 'data'}", f"OUTPUT_DIR={fold / 'run'}",
+               *(f"{k}={v}" for k, v in passed.items()), *(["RESUME=1"] if state == "unfinished" else [])]
+    print(f"  {shlex.join(command)}", flush=True)
+    if subprocess.run(command).returncode != 0:
+        raise ConfigError(f"fold {fold.name}: {script} failed (its message is above); folds before it are kept, "
+                          f"rerun the same command to go on")
+
+
+def score_fold(fold: Path, own: dict) -> dict:
+    """Counts per band of the model (run/last.pt), the threshold its run fitted on the training chips, and
+    Otsu per image, on the held-out chip; scored with evaluate.py's code."""
+    from evaluate import checkpoint_split, evaluate_checkpoint
+    from lib.bench.onnx_model import load_model_any
+    from lib.runtime import resolve_device
+    from lib.train.baseline import fit_thresholds, otsu_counts, recorded_thresholds, threshold_counts
+    device, path = resolve_device(str(own["DEVICE"])), fold / "run" / "last.pt"
+    model, checkpoint = load_model_any(path, device)
+    dataset, bands = checkpoint_split(checkpoint, fold / "data", "val", None)
+    row = evaluate_checkpoint(model, checkpoint, path, dataset, bands, fold / "data", "val", int(own["BATCH_SIZE"]), device)
+    thresholds = recorded_thresholds(checkpoint.get("baseline"), bands)
+    if thresholds is None:  # a run that recorded none: fit on its training chips here
+        thresholds = fit_thresholds(checkpoint_split(checkpoint, fold / "data", "train", bands)[0], bands)
+    counts = {"model": row["counts"],
+              "threshold": {b: threshold_counts(dataset, b, t).tolist() for b, (t, _) in thresholds.items()},
+              "otsu": {b: otsu_counts(dataset, b, t.water_below).tolist() for b, (t, _) in thresholds.items()}}
+    return {"bands": bands, "patches": row["patches"], "epoch": checkpoint.get("epoch"),
+            "thresholds": {b: t.describe(b) for b, (t, _) in thresholds.items()}, "counts": counts}
+
+
+def run_fold(groups: dict, chip: str, script: Path, own: dict, passed: dict) -> dict:
+    fold = Path(str(own["OUTPUT_DIR"])) / chip
+    record_path = fold / "score.json"
+    settings = {"script": str(script), "passed": passed, "train_chips": sorted(g for g in groups if g != chip),
+                "patches": {g: [p.patch_id for p in patches] for g, patches in groups.items()}}
+    if record_path.exists():
+        record = json.loads(record_path.read_text())
+        if record.get("settings") == settings:
+            print(f"{chip}: complete ({record_path}), skipped", flush=True)
+            return record
+        raise ConfigError(f"{record_path}: this fold was run with other settings (script, constants or data); "
+                          f"choose another OUTPUT_DIR, or delete {fold} to run it again")
+    sizes = link_fold(groups, chip, fold / "data")
+    print(f"{chip}: training on {sizes['train']} patches of {len(groups) - 1} other chips, "
+          f"held-out {sizes['val']} patches", flush=True)
+    train_fold(script, fold, passed, bool(own["RESUME"]))
+    record = {"chip": chip, "settings": settings, **score_fold(fold, own)}
+    record_path.write_text(json.dumps(record, indent=2))
+    return record
+
+
+def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    root, own, passed = parse_argv(argv)
+    groups = find_groups(root, str(own["GROUP_BY"]))
+    chips = selected(groups, own["CHIPS"])
+    out = Path(str(own["OUTPUT_DIR"]))
+    print(f"{own['SCRIPT']}: {len(chips)} held-out chip(s) of {len(groups)} in {root} -> {out}/<chip>; "
+          f"passed to every fold: {' '.join(f'{k}={v}' for k, v in passed.items())}", flush=True)
+    folds = {chip: run_fold(groups, chip, Path(str(own["SCRIPT"])), own, passed) for chip in chips}
+    summary = summarize(folds)
+    print("\n" + markdown(summary))
+    settings = {"data_root": str(root), **{k: v for k, v in own.items()}, "passed": passed,
+                "command": shlex.join(["python", "benchmark_real.py", *argv])}
+    paths = write_outputs(summary, out, settings)
+    print(f"wrote {', '.join(map(str, paths))}")
+    return summary
+
+
+if __name__ == "__main__":
+    from lib.cli import run
+    run(main)
