@@ -140,6 +140,11 @@ def predict(args) -> dict:
     speed = speed_settings({"PRECISION": args.precision}, device)
     options = scene_options(args, batch_size, device, speed["precision"])
     model, checkpoint = load_model_any(args.checkpoint, device)  # a .pt checkpoint or an exported .onnx
+    stacked = checkpoint["data"].get("input_bands")
+    if stacked:  # scene mapping feeds one band per pass; a model of stacked bands needs them all at once
+        raise InferenceError(f"{args.checkpoint}: trained with INPUT_BANDS={'+'.join(stacked)} (the bands as input "
+                             f"channels); predict.py maps one band at a time and cannot apply it yet: score it with "
+                             f"evaluate.py, or map with a band-agnostic checkpoint (INPUT_BANDS=None)")
     if speed["channels_last"]:
         model.to(memory_format=torch.channels_last)
     # hashed here once: a batch's every scene summary records it (map_scene would hash it per scene)

@@ -18,8 +18,10 @@ TRAIN_LIST = "train.txt"     # kompsat5 only: list files relative to DATA_ROOT
 VAL_LIST = "val.txt"
 TRAIN_BANDS = ("VV", "VH", "B2", "B3", "B4", "NDVI", "NDWI")  # one drawn at random per sample
 VAL_BANDS = ("VV", "VH")     # every validation patch is scored in each of these
+INPUT_BANDS = None           # None: one band per sample (band-agnostic, published); "VV+VH": both as channels
 IMAGE_SIZE = 256
 NORMALIZATION = "sar"        # Sentinel-1 dB ranges: "sar" (keep the water contrast) or "published" (-22.2..0 dB)
+SAR_OFFSET_DB = 0.0          # 0: RandomBrightnessContrast (published); > 0: SarJitter, +-this dB per sample
 # optimization
 EPOCHS = 40
 BATCH_SIZE = 32              # per process under torchrun
@@ -30,6 +32,7 @@ PLATEAU_PATIENCE = 10        # ReduceLROnPlateau on validation loss
 PLATEAU_FACTOR = 0.5
 PATIENCE = 20                # early stopping on mean validation IoU
 SEED = 42
+INIT_CHECKPOINT = None       # a checkpoint of the same model to start from (fine-tuning; weights only)
 # loss: Focal Tversky
 FTL_ALPHA = 0.30             # weight of false positives
 FTL_BETA = 0.70              # weight of false negatives

@@ -29,6 +29,7 @@ DEFAULTS = dict(
     WARMUP_EPOCHS=3, PLATEAU_PATIENCE=10, PLATEAU_FACTOR=0.5, PATIENCE=20, SEED=42, FTL_ALPHA=0.30, FTL_BETA=0.70,
     FTL_GAMMA=0.75, BCE_WEIGHT=0.0, DEVICE="auto", PRECISION="auto", CHANNELS_LAST="auto", COMPILE="auto", NUM_WORKERS="auto",
     SYNC_BN=False, OUTPUT_DIR=None, RESUME=False, OVERWRITE=False, ENCODER_WEIGHTS=None, PROGRESS=True,
+    INPUT_BANDS=None, SAR_OFFSET_DB=0.0, INIT_CHECKPOINT=None,
 )
 
 # Where a script deliberately differs from DEFAULTS, and why (tests/core/test_constants.py holds every script to
@@ -145,6 +146,14 @@ def bands(value) -> tuple[str, ...]:
     return tuple(names)
 
 
+def input_bands(value) -> tuple[str, ...]:
+    """INPUT_BANDS: "VV+VH" (or "VV,VH") -> ("VV", "VH"), each a known band, none twice."""
+    names = bands(value.replace("+", ",") if isinstance(value, str) else value)
+    if len(set(names)) != len(names):
+        raise ValueError
+    return names
+
+
 def positive_ints(value) -> tuple[int, ...]:
     items = split_list(value)
     if not items:
@@ -246,8 +255,11 @@ CONSTANTS: dict[str, Spec] = {
     "IMAGE_SIZE": Spec(integer(8), "an integer >= 8 (pixels)", none=TEACHERS, none_if_default=True),
     "NORMALIZATION": Spec(one_of("sar", "published"), "sar or published (lib/data/bands.py NORMALIZATIONS)",
                           none=TEACHERS, none_if_default=True),
+    "INPUT_BANDS": Spec(input_bands, lambda: "bands joined by +, e.g. VV+VH, stacked as input channels; " + known_bands(),
+                        none="one band per sample, drawn from TRAIN_BANDS (band-agnostic, the published recipe)"),
     "PRELOAD": SWITCH,
     "AUGMENT": BOOL,
+    "SAR_OFFSET_DB": Spec(number(0), "a finite number >= 0 (dB; 0: RandomBrightnessContrast, the published augmentation)"),
     # optimization
     "EPOCHS": Spec(integer(1), "an integer >= 1"),
     "BATCH_SIZE": Spec(integer(1), "an integer >= 1"),
@@ -276,6 +288,8 @@ CONSTANTS: dict[str, Spec] = {
     "ENCODER_WEIGHTS": Spec(text, "imagenet or a path to a local encoder state-dict file",
                             none="random initialization"),
     "PROGRESS": BOOL,
+    "INIT_CHECKPOINT": Spec(text, "a checkpoint path (best.pt or last.pt of the same architecture)",
+                            none="the architecture's own initialization"),
     # model: smp encoders (train_unet.py, train_pspnet.py)
     "ENCODER_NAME": Spec(text, "an encoder name of segmentation-models-pytorch, e.g. mobilenet_v2"),
     "ENCODER_DEPTH": Spec(integer(1, 5), "an integer from 1 to 5"),

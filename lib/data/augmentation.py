@@ -79,8 +79,10 @@ class SarJitter(A.ImageOnlyTransform):
 PHOTOMETRIC = ("brightness", "sar")
 
 
-def train_augmentation(seed: int | None = None, photometric: str = "brightness") -> A.Compose:
+def train_augmentation(seed: int | None = None, photometric: str = "brightness", sar_offset_db: float = 0.0) -> A.Compose:
     """Flips, RandomRotate90, Affine and RandomBrightnessContrast, in the order that runs fastest.
+    `sar_offset_db` > 0 (SAR_OFFSET_DB) replaces RandomBrightnessContrast by SarJitter with a calibration offset
+    of up to +-sar_offset_db per sample (photometric="sar": SarJitter's own +-2 dB).
 
     Affine and RandomBrightnessContrast come first, on the contiguous array: after a flip or rotation the
     array is a strided view, on which both run about 2x slower. The distribution is the same as with
@@ -91,8 +93,8 @@ def train_augmentation(seed: int | None = None, photometric: str = "brightness")
     return A.Compose([
         Affine(translate_percent=(-0.0625, 0.0625), scale=(0.9, 1.1), rotate=(-15, 15),
                border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX, p=0.5),
-        RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5) if photometric == "brightness"
-        else SarJitter(p=0.5),
+        RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5)
+        if photometric == "brightness" and not sar_offset_db else SarJitter(offset_db=sar_offset_db or 2.0, p=0.5),
         A.HorizontalFlip(p=0.5),
         A.VerticalFlip(p=0.5),
         RandomRotate90(p=0.5),

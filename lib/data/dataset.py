@@ -5,6 +5,10 @@ the epochs. Validation walks every (patch, band) pair in a fixed order, so each 
 
 Every item is `(image, target, band_index)`: image float32 [1, H, W] in [0, 1], target uint8
 [1, H, W] with 1 water, 0 not water and IGNORE_INDEX (255) for no-data, band_index int64.
+
+With `stack` (INPUT_BANDS, e.g. ("VV", "VH")) every item is instead the patch's stacked bands, image
+[len(stack), H, W], no-data where any of them is; validation still walks (patch, band) pairs, each giving the
+same stacked image, so the per-band metrics and threshold baselines keep their columns.
 """
 from __future__ import annotations
 
@@ -182,16 +186,18 @@ class BandPatchDataset(Dataset):
 
     def __init__(self, root: Path | str, split: str, bands: Sequence[str], train: bool,
                  transform: Callable | None = None, ranges: dict | None = None,
-                 image_size: int | None = 256, preload: bool | str = "auto"):
+                 image_size: int | None = 256, preload: bool | str = "auto", stack: Sequence[str] | None = None):
         self.root, self.split, self.bands, self.train = Path(root), split, tuple(bands), train
         self.transform, self.ranges, self.image_size = transform, ranges, image_size
+        self.stack = tuple(stack) if stack else None
+        self.read_bands = tuple(dict.fromkeys([*self.bands, *(self.stack or ())]))  # self.bands first: same indices
         preload = preload_setting(preload)
-        self.index = index_split(self.root, split, self.bands, image_size)
+        self.index = index_split(self.root, split, self.read_bands, image_size)
         check_label_values(self.index, self.root / split / "lab")
         self.patches, self.skipped = self.index.patches, self.index.skipped
         if preload == "auto":
             side = image_size or 256
-            preload = len(self.patches) * (len(self.bands) * 2 + 1) * side * side < PRELOAD_BUDGET_BYTES
+            preload = len(self.patches) * (len(self.read_bands) * 2 + 1) * side * side < PRELOAD_BUDGET_BYTES
         self.cache = self._preload() if preload else None
 
     def _load_target(self, patch: int) -> np.ndarray:
@@ -210,11 +216,11 @@ class BandPatchDataset(Dataset):
         """Decode every file once; images as float32, or as float16 (ample for [0, 1] data) when float32
         would take more than FLOAT32_CACHE_BYTES. Bands without NaN/inf pixels share one target array."""
         side = self.image_size or 256
-        dtype = np.float32 if len(self.patches) * len(self.bands) * side * side * 4 <= FLOAT32_CACHE_BYTES else np.float16
+        dtype = np.float32 if len(self.patches) * len(self.read_bands) * side * side * 4 <= FLOAT32_CACHE_BYTES else np.float16
         cache = []
         for patch in range(len(self.patches)):
             label = self._load_target(patch)
-            pairs = [self._load_band(patch, band, label) for band in self.bands]
+            pairs = [self._load_band(patch, band, label) for band in self.read_bands]
             cache.append(([image.astype(dtype, copy=False) for image, _ in pairs], [target for _, target in pairs]))
         return cache
 
@@ -227,19 +233,30 @@ class BandPatchDataset(Dataset):
     def locate(self, item: int) -> tuple[int, int]:
         """(patch, band index) of an item; training draws the band at random."""
         if self.train:
-            return item, random.randrange(len(self.bands))
+            return item, 0 if self.stack else random.randrange(len(self.bands))
         return item // len(self.bands), item % len(self.bands)
+
+    def _band(self, patch: int, read_index: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.cache is not None:
+            images, targets = self.cache[patch]
+            return images[read_index].astype(np.float32, copy=False), targets[read_index]
+        return self._load_band(patch, self.read_bands[read_index], self._load_target(patch))
+
+    def _stacked(self, patch: int) -> tuple[np.ndarray, np.ndarray]:
+        """[H, W, C] image of the stacked bands (albumentations' layout) and the target, no-data where any band is."""
+        pairs = [self._band(patch, self.read_bands.index(band)) for band in self.stack]
+        target = pairs[0][1]
+        for _, other in pairs[1:]:
+            target = np.where(other == IGNORE_INDEX, other, target)
+        return np.stack([image for image, _ in pairs], axis=-1), target
 
     def __getitem__(self, item: int):
         patch, band_index = self.locate(item)
-        if self.cache is not None:
-            images, targets = self.cache[patch]
-            image, target = images[band_index].astype(np.float32, copy=False), targets[band_index]
-        else:
-            image, target = self._load_band(patch, self.bands[band_index], self._load_target(patch))
+        image, target = self._stacked(patch) if self.stack else self._band(patch, band_index)
         if self.transform is not None:
             out = self.transform(image=image, mask=target)
             image, target = out["image"], out["mask"]
-        return (torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None],
+        image = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+        return (image.permute(2, 0, 1) if self.stack else image[None],
                 torch.from_numpy(np.ascontiguousarray(target))[None],
                 torch.tensor(band_index, dtype=torch.long))

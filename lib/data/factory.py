@@ -20,10 +20,12 @@ def data_settings(c: Constants | dict) -> dict:
     """What a model trained with constants `c` expects of its input (kept in every checkpoint): the
     normalization table and its name (NORMALIZATION) among them."""
     c = as_constants(c)
-    bands = list(dict.fromkeys([*c["TRAIN_BANDS"], *c["VAL_BANDS"]]))
+    bands = list(dict.fromkeys([*c["TRAIN_BANDS"], *c["VAL_BANDS"], *(c["INPUT_BANDS"] or ())]))
     settings = {"format": c["DATA_FORMAT"], "train_bands": list(c["TRAIN_BANDS"]), "val_bands": list(c["VAL_BANDS"]),
                 "normalization": {band: list(band_range(band, normalization_table(c["NORMALIZATION"]))) for band in bands},
                 "normalization_name": c["NORMALIZATION"], "image_size": int(c["IMAGE_SIZE"])}
+    if c["INPUT_BANDS"]:  # absent otherwise: a band-agnostic checkpoint's data record stays as it was
+        settings["input_bands"] = list(c["INPUT_BANDS"])
     if c["DATA_FORMAT"] == "kompsat5":
         from lib.data.kompsat5 import kompsat5_settings
         settings.update(kompsat5_settings(c))
@@ -37,12 +39,13 @@ def build_datasets(c: Constants | dict, log=print):
         from lib.data.kompsat5 import build_kompsat5_datasets
         train_set, val_set = build_kompsat5_datasets(c)
     else:
-        transform = train_augmentation(c["SEED"]) if c["AUGMENT"] else None
+        transform = train_augmentation(c["SEED"], sar_offset_db=c["SAR_OFFSET_DB"]) if c["AUGMENT"] else None
         ranges = normalization_table(c["NORMALIZATION"])
-        train_set = BandPatchDataset(c["DATA_ROOT"], "train", c["TRAIN_BANDS"], train=True, transform=transform,
-                                     ranges=ranges, image_size=c["IMAGE_SIZE"], preload=c["PRELOAD"])
+        stack = c["INPUT_BANDS"]  # None: one band per sample (band-agnostic); else these bands as channels
+        train_set = BandPatchDataset(c["DATA_ROOT"], "train", stack or c["TRAIN_BANDS"], train=True, transform=transform,
+                                     ranges=ranges, image_size=c["IMAGE_SIZE"], preload=c["PRELOAD"], stack=stack)
         val_set = BandPatchDataset(c["DATA_ROOT"], "val", c["VAL_BANDS"], train=False, ranges=ranges,
-                                   image_size=c["IMAGE_SIZE"], preload=c["PRELOAD"])
+                                   image_size=c["IMAGE_SIZE"], preload=c["PRELOAD"], stack=stack)
     log(f"data {c['DATA_ROOT']} ({c['DATA_FORMAT']}): {train_set.report()}; {val_set.report()}")
     return train_set, val_set
 
@@ -60,4 +63,5 @@ def checkpoint_dataset(data: dict, constants: dict, root, split: str, bands, pre
         lists = {"val": constants.get("VAL_LIST", "val.txt"), "train": constants.get("TRAIN_LIST", "train.txt")}
         return Kompsat5Dataset(root, lists.get(split, split), train=False, image_size=image_size, preload=False,
                                calibration_db=float(data.get("calibration_db", 0.0)), ranges=ranges, split=split)
-    return BandPatchDataset(root, split, bands, train=False, ranges=ranges, image_size=image_size, preload=preload)
+    return BandPatchDataset(root, split, bands, train=False, ranges=ranges, image_size=image_size, preload=preload,
+                            stack=data.get("input_bands"))

@@ -53,11 +53,16 @@ def fetch_imagenet_state_dict(encoder_name: str) -> dict[str, torch.Tensor]:
 
 
 def fit_first_conv(state_dict: dict[str, torch.Tensor], encoder: nn.Module) -> dict[str, torch.Tensor]:
-    """RGB filters of the first convolution summed into one input channel, as smp does for in_channels=1."""
+    """RGB filters of the first convolution fitted to the encoder's input channels as smp does: summed into one
+    channel for in_channels=1, the first n channels scaled by 3/n for n=2 (INPUT_BANDS=VV+VH)."""
     own = encoder.state_dict()
-    return {key: value.sum(1, keepdim=True)
-            if key in own and value.ndim == 4 and value.shape[1] == 3 and own[key].shape[1] == 1 else value
-            for key, value in state_dict.items()}
+
+    def fit(key, value):
+        if key not in own or value.ndim != 4 or value.shape[1] != 3 or own[key].shape[1] not in (1, 2):
+            return value
+        channels = own[key].shape[1]
+        return value.sum(1, keepdim=True) if channels == 1 else value[:, :channels] * (3 / channels)
+    return {key: fit(key, value) for key, value in state_dict.items()}
 
 
 def load_into_encoder(encoder: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:

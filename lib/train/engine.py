@@ -25,12 +25,14 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from lib.train.baseline import baseline_line, threshold_baseline
+from lib.train.batchnorm import refresh_batchnorm
 from lib.checkpoint import load_state, read_checkpoint
 from lib.train.checkpoint_saver import CheckpointSaver, deferred_sigint  # noqa: F401 (deferred_sigint: re-exported)
 from lib.config import Constants, as_constants
 from lib.data.factory import build_datasets, data_settings
 from lib.data.loader import make_loader
 from lib.train.encoder_weights import load_encoder_weights
+from lib.train.init_checkpoint import load_init_checkpoint
 from lib.errors import CheckpointError, TrainingError
 from lib.train.collapse import constant_answer_line
 from lib.train.loss import supervised_loss
@@ -67,6 +69,7 @@ def train(constants: Constants | dict, model_name: str, model_args: dict,
             epoch, epoch_started = progress.epoch + 1, time.time()
             seed_epoch(run, epoch)
             means = train_one_epoch(run, epoch)
+            refresh_batchnorm(run.model, run.train_loader, run.device, run.precision, run.memory_format)
             val_loss, metrics = evaluate(run.net, run.val_loader, run.loss_fn, c["VAL_BANDS"], run.device,
                                          run.precision, progress=run.is_main and c["PROGRESS"])
             if progress.step >= run.optimization.warmup_steps:
@@ -268,6 +271,8 @@ def build_run(constants: Constants | dict, model_name: str, model_args: dict, ob
     started = time.time()
     c = as_constants(constants)
     constants = c.given
+    if c["INPUT_BANDS"]:  # the bands as channels; recorded in the checkpoint's model args, so it rebuilds
+        model_args = {**model_args, "in_channels": len(c["INPUT_BANDS"])}
     rank, world_size, device = distributed_context(c["DEVICE"])
     log = print if rank == 0 else (lambda *args, **kwargs: None)
     speed = speed_settings(c, device)
@@ -291,8 +296,10 @@ def build_run(constants: Constants | dict, model_name: str, model_args: dict, ob
     encoder_weights = "not applicable"
     if hasattr(model, "encoder") and "ENCODER_WEIGHTS" in constants:
         encoder_weights = load_encoder_weights(model, c["ENCODER_WEIGHTS"], model_args.get("encoder_name", "mobilenet_v2"), log)
+    if c["INIT_CHECKPOINT"] and not resumed:  # a resumed run's weights come from last.pt
+        load_init_checkpoint(model, c["INIT_CHECKPOINT"], model_name, model_args, c["INPUT_BANDS"], log)
     model.to(device, memory_format=memory_format)
-    parameters, trainable = freeze_unused(model, c["IMAGE_SIZE"])
+    parameters, trainable = freeze_unused(model, c["IMAGE_SIZE"], model_args.get("in_channels", 1))
     net = wrap(model, c, world_size, speed["compile"])
 
     loss_fn = supervised_loss(c).to(device)
@@ -319,9 +326,9 @@ def build_run(constants: Constants | dict, model_name: str, model_args: dict, ob
     return run
 
 
-def freeze_unused(model: nn.Module, image_size: int) -> tuple[dict, list[nn.Parameter]]:
+def freeze_unused(model: nn.Module, image_size: int, in_channels: int = 1) -> tuple[dict, list[nn.Parameter]]:
     """Only the parameters that run in the forward pass are trained: ({"held", "used"} counts, trainable)."""
-    used = {id(p) for p in used_parameters(model, image_size)}
+    used = {id(p) for p in used_parameters(model, image_size, in_channels)}
     counts = {"held": sum(p.numel() for p in model.parameters()),
               "used": sum(p.numel() for p in model.parameters() if id(p) in used)}
     for p in model.parameters():

@@ -80,6 +80,8 @@ GOOD = {
     "KD_FEATURE": [("1", 1.0)], "KD_FEATURE_LOSS": [("cosine", "cosine")], "KD_FEATURE_STUDENT_LAYER": [("head:input", "head:input"), (None, None)],
     "KD_FEATURE_TEACHER_LAYER": [("decoder", "decoder")], "KD_CWD": [("0.5", 0.5)], "KD_AFFINITY": [("0", 0.0)],
     "KD_AFFINITY_GRID": [("8", 8)], "COST_TABLE": [("0", False)],
+    "INPUT_BANDS": [("VV+VH", ("VV", "VH")), ("VV,VH", ("VV", "VH")), (None, None)], "SAR_OFFSET_DB": [("6", 6.0)],
+    "INIT_CHECKPOINT": [("runs/pretrained/best.pt", "runs/pretrained/best.pt"), (None, None)],
 }
 BAD = {
     "DATA_FORMAT": ["tiff", None], "DATA_ROOT": ["", None], "TRAIN_LIST": [""], "VAL_LIST": [None],
@@ -99,6 +101,7 @@ BAD = {
     "KD_TEMPERATURE": ["inf", "0", "1e-30", "1e30"], "KD_ALPHA": ["-1"], "KD_BETA": ["nan"],
     "KD_FEATURE": ["-1"], "KD_FEATURE_LOSS": ["l1"], "KD_FEATURE_STUDENT_LAYER": [""], "KD_FEATURE_TEACHER_LAYER": [""],
     "KD_CWD": ["nan"], "KD_AFFINITY": ["-0.5"], "KD_AFFINITY_GRID": ["0"], "COST_TABLE": ["maybe"],
+    "INPUT_BANDS": ["VV+XX", "VV+VV", ""], "SAR_OFFSET_DB": ["-1", "inf"], "INIT_CHECKPOINT": [""],
 }
 
 
