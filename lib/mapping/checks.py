@@ -15,8 +15,8 @@ from lib.errors import InferenceError
 SAMPLE_SIDE = 512
 NEGATIVE_SHARE_LIMIT = 0.01   # linear power / amplitude: more than this share below 0 is not those units
 NODATA_WARN_SHARE = 0.5       # warn when the preprocessing makes more than this share of valid input no-data
-RANGE_MARGIN = 0.5            # a median (in dB) beyond the band's range by more than this share of its width is
-                              # not that band in those units (linear power read as dB: HH 0.01 dB for 20..75)
+RANGE_MARGIN_DB = 10.0        # a median more than this beyond the band's range (a factor 10 in power) is not
+                              # that band in those units (linear power read as dB: HH about 0.1 for 20..75 dB)
 
 
 def check_range(name: str, value, low=None, high=None, *, low_open=False, high_open=False, integer=False) -> None:
@@ -94,7 +94,7 @@ def check_band_range(where: str, db: np.ndarray, units: str, band: str, band_ran
     if db.size == 0:
         return
     median, (band_low, band_high) = float(np.median(db)), band_range
-    margin = RANGE_MARGIN * (band_high - band_low)
+    margin = RANGE_MARGIN_DB
     found = (f"median {median:.4g} dB after --units {units}" if units != "db" else f"median {median:.4g} dB")
     expected = f"{band} in dB lies in {band_low:g} .. {band_high:g}"
     if not band_low - margin <= median <= band_high + margin:

@@ -24,13 +24,12 @@ def georeferenced(crs, transform) -> bool:
 def bounds_of(grid: dict) -> tuple[float, float, float, float]:
     """(west, south, east, north) of a grid dict (crs, transform, height, width)."""
     from rasterio.transform import array_bounds
-    south, west, north, east = array_bounds(grid["height"], grid["width"], grid["transform"])
-    return west, south, east, north
+    return array_bounds(grid["height"], grid["width"], grid["transform"])
 
 
 def describe(crs, bounds) -> str:
     crs_text = "no CRS" if crs is None else crs.to_string()
-    return f"{crs_text}, bounds " + ", ".join(f"{v:.6g}" for v in bounds)
+    return f"{crs_text}, bounds " + ", ".join(f"{v:.6g}" for v in bounds) if bounds else crs_text
 
 
 def check_same_grid(paths: list[Path], grids: list[dict]) -> None:

@@ -259,7 +259,7 @@ def scene_summary(result: dict, scene: Scene, plan: Plan, outputs: SceneOutputs,
             "inputs": scene.infos(),
             "pre_event": [str(p) for p in o.pre] if o.pre else None,
             "reference_water": str(o.reference_water) if o.reference_water else None,
-            "reference_threshold": o.reference_threshold,
+            "reference_threshold": o.reference_threshold, "min_area_m2": o.min_area_m2, "simplify_m": o.simplify_m,
             "exclude": str(o.exclude) if o.exclude else None,
             "water": result["water"], "flood": result["flood"], "polygons": result["polygons"],
             "timings": timings}
