@@ -100,7 +100,8 @@ def check_band_range(where: str, db: np.ndarray, units: str, band: str, band_ran
     if not band_low - margin <= median <= band_high + margin:
         raise InferenceError(f"{where}: {found}, far from where {expected}; check --units and --band")
     if not band_low <= median <= band_high:
-        warn(f"{where}: {found}, outside the range where {expected}; check --units and --band")
+        warn(f"{where}: {found}, outside the range where {expected}: most values saturate at its end "
+             f"(if that is unexpected, check --units and --band)")
 
 
 def check_nodata_share(path: Path, sample: np.ndarray, invalid: np.ndarray, units: str,

@@ -343,7 +343,12 @@ def aligned(path: Path, source, grid: dict, band, resampling: str, role: str, wa
     checks.check_not_complex(path, source.dtypes)
     wanted = [band] if isinstance(band, int) else list(band)
     if any(not 1 <= b <= source.count for b in wanted):
-        raise InferenceError(f"{path}: band {','.join(map(str, wanted))} requested, the raster has {source.count}")
+        from lib.data.raster_io import pages
+        paged = (f"; it is a multi-page TIFF of {len(pages(source))} pages, and the {role} raster is read through "
+                 f"GDAL's warper, which sees the first page: store the bands as bands of one GeoTIFF "
+                 f"(gdal_merge.py -separate)") if len(pages(source)) > 1 else ""
+        raise InferenceError(f"{path}: band {','.join(map(str, wanted))} requested, the raster has {source.count}"
+                             + paged)
     if grids.check_pairable(path, role, source, grid, warn):
         vrt = WarpedVRT(source, crs=grid["crs"], transform=grid["transform"], width=grid["width"],
                         height=grid["height"], resampling=Resampling[resampling], dtype="float32", nodata=np.nan)

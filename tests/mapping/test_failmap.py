@@ -147,6 +147,16 @@ def test_a_multi_page_tiff_is_read_as_bands(mlp_checkpoint, tmp_path):
     assert paged["water_fraction"] == stacked["water_fraction"]
 
 
+def test_a_multi_page_pre_event_scene_says_only_its_first_page_is_read(mlp_checkpoint, tmp_path):
+    from PIL import Image
+    db = synthetic_db(40, 50)
+    pages = [Image.fromarray(page) for page in (db, db - 7)]
+    pages[0].save(tmp_path / "pre.tif", save_all=True, append_images=pages[1:])
+    np.save(tmp_path / "post.npy", np.stack([db, db - 7]))
+    expect_error("multi-page TIFF of 2 pages", mlp_checkpoint, tmp_path / "post.npy", tmp_path / "m.tif",
+                 "--band", "VV,VH", "--pre", tmp_path / "pre.tif")
+
+
 @pytest.mark.parametrize("kind", ["tif", "npy"])
 def test_a_complex_raster_is_refused(mlp_checkpoint, tmp_path, kind):
     slc = (synthetic_db(40, 50) + 1j).astype(np.complex64)
