@@ -50,9 +50,9 @@ def check_same_grid(paths: list[Path], grids: list[dict]) -> None:
         pixel = min(abs(base["transform"].a), abs(base["transform"].e))
         if offset > pixel / 2:
             raise InferenceError(f"{path} and {first} lie {offset:.6g} {units_of(base['crs'])} apart "
-                                 f"({describe(grid['crs'], bounds_of(grid))} against {describe(base['crs'], bounds_of(base))}): the "
-                                 f"band files of a scene must cover the same ground; their pixels would be fused "
-                                 f"by position")
+                                 f"({describe(grid['crs'], bounds_of(grid))} against "
+                                 f"{describe(base['crs'], bounds_of(base))}): the band files of a scene must cover "
+                                 f"the same ground; their pixels would be fused by position")
 
 
 def units_of(crs) -> str:

@@ -50,7 +50,8 @@ class RasterProduct:
                                               shape=(grid["height"], grid["width"]))
             self.writer, self.dataset = ArrayWriter(array), None
             return
-        self.scratch = outputs.add_scratch(self.final.with_name(f".{self.final.stem}.scratch-{os.getpid()}-{id(self)}.tif"))
+        scratch = f".{self.final.stem}.scratch-{os.getpid()}-{id(self)}.tif"  # the pid: --resume-batch cleans up
+        self.scratch = outputs.add_scratch(self.final.with_name(scratch))
         self.dataset = create_scratch(self.scratch, grid, dtype, nodata)
         if colormap:
             self.dataset.write_colormap(1, colormap)
