@@ -118,6 +118,11 @@ def main(argv=None) -> dict:
         return predict(args)
     except ReportedError as error:
         raise SystemExit(f"error: {error}") from None
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; the temporary outputs are already removed
+        kept = (f"the scenes finished so far are in {args.out_dir}; continue with --resume-batch" if args.out_dir
+                else "no output was written or replaced")
+        print(f"interrupted: {kept}", file=sys.stderr)
+        raise SystemExit(130) from None  # 128 + SIGINT, the shell's code for Ctrl-C
 
 
 def predict(args) -> dict:

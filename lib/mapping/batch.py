@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import glob
-import json
 import time
 import traceback
 from dataclasses import replace
@@ -25,6 +24,7 @@ from typing import Callable
 from lib.errors import InferenceError
 from lib.mapping.outputs import temporary_name
 from lib.mapping.options import resolve_tile
+from lib.mapping import resume as resuming
 from lib.mapping.scene import SceneOptions, SceneOutputs, check_options, map_scene
 from lib.mapping.tiling import check_tile
 from lib.mapping.vector import vector_driver
@@ -110,15 +110,15 @@ def map_batch(model, data: dict, scenes: list[Path], out_dir: Path, template: Sc
     check_scene_names(scenes)
     out_dir.mkdir(parents=True, exist_ok=True)
     mine = scenes[rank::world_size]
+    kept = kept_scenes(mine, out_dir, template, options, data, pre, model_info, rank, log) if resume else {}
     rows = []
     bar = tqdm(mine, desc=f"scenes (rank {rank})" if world_size > 1 else "scenes", unit="scene",
                disable=None if options.progress else True)
     for scene in bar:
         outputs = scene_outputs(scene, out_dir, template)
         started = time.perf_counter()
-        if resume and complete(outputs):
-            summary = json.loads(outputs.summary.read_text())
-            rows.append(row_of(scene, "skipped (complete)", 0.0, summary))
+        if scene in kept:
+            rows.append(row_of(scene, "skipped (complete)", 0.0, kept[scene]))
             continue
         try:
             summary = map_scene(model, data, [scene], outputs, replace(options, pre=pre_for(scene, pre)),
@@ -137,6 +137,28 @@ def map_batch(model, data: dict, scenes: list[Path], out_dir: Path, template: Sc
         rows.sort(key=lambda r: order.get(r["scene"], len(order)))
         write_csv(rows, out_dir / SUMMARY_CSV)
     return rows
+
+
+def kept_scenes(scenes: list[Path], out_dir: Path, template: SceneOutputs, options: SceneOptions, data: dict,
+                pre: list[str] | None, model_info: dict | None, rank: int, log: Callable) -> dict[Path, dict]:
+    """--resume-batch: {scene: summary} of the complete scenes mapped with the settings asked for now; one
+    mapped otherwise is an error before any scene (lib/mapping/resume.py). Rank 0 first removes the scratch
+    files a killed batch left."""
+    if rank == 0:
+        resuming.remove_scratch(out_dir, log)
+    kept = {}
+    for scene in scenes:
+        outputs = scene_outputs(scene, out_dir, template)
+        if not complete(outputs):
+            continue
+        summary = resuming.read_summary(outputs.summary)
+        if summary is None:
+            log(f"note: {outputs.summary} cannot be read; {scene} is mapped again")
+            continue
+        wanted = resuming.requested(scene, replace(options, pre=pre_for(scene, pre)), data, model_info)
+        resuming.check_kept(scene, summary, wanted)
+        kept[scene] = summary
+    return kept
 
 
 def write_csv(rows: list[dict], path: Path) -> None:

@@ -4,6 +4,7 @@ mapped first, on the post-event grid, into a scratch probability raster that the
 row by row; then one pass of the model over the scene feeds every sink."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,8 @@ class RasterProduct:
                                               shape=(grid["height"], grid["width"]))
             self.writer, self.dataset = ArrayWriter(array), None
             return
-        self.scratch = outputs.add_scratch(self.final.with_name(f".{self.final.stem}.scratch-{id(self)}.tif"))
+        scratch = f".{self.final.stem}.scratch-{os.getpid()}-{id(self)}.tif"  # the pid: --resume-batch cleans up
+        self.scratch = outputs.add_scratch(self.final.with_name(scratch))
         self.dataset = create_scratch(self.scratch, grid, dtype, nodata)
         if colormap:
             self.dataset.write_colormap(1, colormap)

@@ -11,6 +11,7 @@ model's input, as in training.
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from lib.data.bands import normalize
 from lib.errors import InferenceError, OutputError
+from lib.mapping import checks, grids
 
 NODATA = 255                      # no-data value of the mask
 MASK_BLOCK = 256                  # GeoTIFF block size of the outputs
@@ -64,8 +66,9 @@ class RasterReader:
     """Bands of an open rasterio dataset (or WarpedVRT), read by windows; the nodata value becomes NaN.
     `band` is 1-based, an int (reads [rows, width]) or a list (reads [bands, rows, width])."""
 
-    def __init__(self, dataset, band=1):
+    def __init__(self, dataset, band=1, path=None):
         self.bands, self.single = band_list(band)
+        self.path = path or dataset.name
         for b in self.bands:
             if not 1 <= b <= dataset.count:
                 raise InferenceError(f"{dataset.name}: band {b} requested, the raster has {dataset.count}")
@@ -74,13 +77,27 @@ class RasterReader:
 
     def read(self, row0: int, row1: int) -> np.ndarray:
         from rasterio.windows import Window
-        raw = self.dataset.read(self.bands, window=Window(0, row0, self.width, row1 - row0))
+        with read_errors(self.path):
+            raw = self.dataset.read(self.bands, window=Window(0, row0, self.width, row1 - row0))
         rows = raw.astype(np.float32, copy=True)
         for index, band in enumerate(self.bands):
             nodata = self.dataset.nodatavals[band - 1]
             if nodata is not None and not np.isnan(nodata):
                 rows[index][raw[index] == nodata] = np.nan
         return rows[0] if self.single else rows
+
+
+@contextmanager
+def read_errors(path):
+    """GDAL's failures while reading pixels (a truncated GeoTIFF: "Read failed. See previous exception") as
+    one InferenceError naming the file and GDAL's reason."""
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 - only rasterio's own errors are turned into a message
+        if not type(error).__module__.startswith("rasterio"):
+            raise
+        from lib.data.raster_io import read_failure
+        raise InferenceError(f"{path}: {read_failure(error)}") from None
 
 
 class StackReader:
@@ -118,14 +135,20 @@ def make_preprocess(band: str, normalization: dict, units: str = "db",
                              f"(it knows {', '.join(normalization)}); pass --band with one of those")
 
     def preprocess(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if units == "linear":
-            with np.errstate(divide="ignore", invalid="ignore"):
-                raw = 10.0 * np.log10(raw)
-        elif units == "amplitude":
-            from lib.data.kompsat5 import amplitude_to_db
-            raw, _ = amplitude_to_db(raw, calibration_db)
-        return normalize(raw, band, normalization)
+        return normalize(to_db(raw, units, calibration_db), band, normalization)
     return preprocess
+
+
+def to_db(raw: np.ndarray, units: str, calibration_db: float = 0.0) -> np.ndarray:
+    """Raw values in `units` as dB: linear power 10*log10, amplitude 20*log10(DN) + calibration_db (DN <= 0
+    NaN), dB as they are."""
+    if units == "linear":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return 10.0 * np.log10(raw)
+    if units == "amplitude":
+        from lib.data.kompsat5 import amplitude_to_db
+        return amplitude_to_db(raw, calibration_db)[0]
+    return raw
 
 
 # ------------------------------------------------------------------------------------------ writers
@@ -226,7 +249,8 @@ def decimated(source, max_side: int, band: int = 1) -> np.ndarray:
         warnings.simplefilter("ignore")
         step = max(1, -(-max(source.height, source.width) // max_side))
         shape = (-(-source.height // step), -(-source.width // step))
-        raw = source.read(band, out_shape=shape, resampling=Resampling.nearest)
+        with read_errors(source.name):
+            raw = source.read(band, out_shape=shape, resampling=Resampling.nearest)
         nodata = source.nodatavals[band - 1]
     out = raw.astype(np.float32)
     if nodata is not None and not np.isnan(nodata):
@@ -274,6 +298,7 @@ def open_input(path: Path, raster_band=1) -> InputFile:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
         except Exception as error:
             raise InferenceError(f"{path}: not a readable .npy array ({type(error).__name__}: {error})") from None
+        checks.check_not_complex(path, [array.dtype])
         try:
             reader = ArrayReader(array, band=raster_band)
         except InferenceError as error:
@@ -281,39 +306,51 @@ def open_input(path: Path, raster_band=1) -> InputFile:
         grid = {"crs": None, "transform": None, "gcps": None, "height": reader.height, "width": reader.width}
         return InputFile(path, reader, array, grid, lambda: None)
     import rasterio
+    from lib.mapping.pages import open_bands
     dataset = open_raster(path)
-    gcps = dataset.gcps if dataset.gcps and dataset.gcps[0] else None
-    georeferenced = dataset.transform != rasterio.Affine.identity() or dataset.crs is not None
     try:
-        reader = RasterReader(dataset, raster_band)
-    except InferenceError:
+        dataset = open_bands(dataset)
+        checks.check_not_complex(path, dataset.dtypes)
+        reader = RasterReader(dataset, raster_band, path)
+    except BaseException:
         dataset.close()
         raise
+    gcps = dataset.gcps if dataset.gcps and dataset.gcps[0] else None
+    georeferenced = dataset.transform != rasterio.Affine.identity() or dataset.crs is not None
     grid = {"crs": dataset.crs, "transform": dataset.transform if georeferenced else None, "gcps": gcps,
             "height": reader.height, "width": reader.width}
     return InputFile(path, reader, dataset, grid, dataset.close)
 
 
-def open_aligned(path: Path, grid: dict, band=1, resampling: str = "nearest") -> InputFile:
+def open_aligned(path: Path, grid: dict, band=1, resampling: str = "nearest", *, role: str = "auxiliary",
+                 warn: Callable[[str], None] = warnings.warn) -> InputFile:
     """`path` read on the scene's grid; band: 1-based int or list (RasterReader). Reprojected with
-    WarpedVRT when both rasters are georeferenced; a raster without georeference must have the scene's
-    size and is read as it is. Outside its extent the raster is no-data."""
+    WarpedVRT when both rasters are georeferenced; refused when only one is; read by position when neither
+    is and the sizes match (lib/mapping/grids.py). Outside its extent the raster is no-data."""
+    path = Path(path)
+    checks.check_file(path, f"the {role} raster")
+    source = open_raster(path)
+    try:
+        return aligned(path, source, grid, band, resampling, role, warn)
+    except BaseException:
+        source.close()
+        raise
+
+
+def aligned(path: Path, source, grid: dict, band, resampling: str, role: str, warn: Callable) -> InputFile:
     from rasterio.enums import Resampling
     from rasterio.vrt import WarpedVRT
-    path = Path(path)
-    if not path.is_file():
-        raise InferenceError(f"{path}: not found")
-    source = open_raster(path)
+    checks.check_not_complex(path, source.dtypes)
     wanted = [band] if isinstance(band, int) else list(band)
     if any(not 1 <= b <= source.count for b in wanted):
-        source.close()
-        raise InferenceError(f"{path}: band {','.join(map(str, wanted))} requested, the raster has {source.count}")
-    if is_georeferenced(grid) and source.crs is not None:
+        from lib.data.raster_io import pages
+        paged = (f"; it is a multi-page TIFF of {len(pages(source))} pages, and the {role} raster is read through "
+                 f"GDAL's warper, which sees the first page: store the bands as bands of one GeoTIFF "
+                 f"(gdal_merge.py -separate)") if len(pages(source)) > 1 else ""
+        raise InferenceError(f"{path}: band {','.join(map(str, wanted))} requested, the raster has {source.count}"
+                             + paged)
+    if grids.check_pairable(path, role, source, grid, warn):
         vrt = WarpedVRT(source, crs=grid["crs"], transform=grid["transform"], width=grid["width"],
                         height=grid["height"], resampling=Resampling[resampling], dtype="float32", nodata=np.nan)
-        return InputFile(path, RasterReader(vrt, band), source, grid, lambda: (vrt.close(), source.close()))
-    if (source.height, source.width) != (grid["height"], grid["width"]):
-        source.close()
-        raise InferenceError(f"{path}: {source.width} x {source.height} px without a common georeference with the "
-                             f"scene ({grid['width']} x {grid['height']} px); give both a CRS, or the same size")
-    return InputFile(path, RasterReader(source, band), source, grid, source.close)
+        return InputFile(path, RasterReader(vrt, band, path), source, grid, lambda: (vrt.close(), source.close()))
+    return InputFile(path, RasterReader(source, band, path), source, grid, source.close)

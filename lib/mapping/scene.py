@@ -29,7 +29,9 @@ from lib.mapping.flood import BeforeLayers
 from lib.mapping.options import FUSE, TTA, UNITS, Plan, SceneOptions, SceneOutputs, check_options
 from lib.mapping.outputs import OutputSet, check_distinct
 from lib.mapping.products import Layers, write_products
-from lib.mapping.rasters import GDAL_CACHE_MB, InputFile, StackReader, is_georeferenced, open_aligned, open_input
+from lib.mapping import grids
+from lib.mapping.rasters import (GDAL_CACHE_MB, InputFile, StackReader, decimated, is_georeferenced, open_aligned,
+                                 open_input, to_db)
 from lib.mapping.tiling import check_tile
 from lib.mapping.vector import vector_driver
 
@@ -97,6 +99,7 @@ class Scene:
         try:
             for path, wanted in band_groups(paths, raster_bands):
                 files.append(opener(path, reader_band(wanted)))
+            grids.check_same_grid([f.path for f in files], [f.grid for f in files])
             return cls(paths, bands, raster_bands, files)
         except BaseException:
             for file in files:
@@ -127,15 +130,29 @@ class Scene:
 
 
 def open_input_checked(path: Path, band) -> InputFile:
-    if not path.is_file():
-        raise InferenceError(f"{path}: input not found")
+    checks.check_file(path, "the scene")
     return open_input(path, band)
+
+
+def open_auxiliary(path: Path, role: str, grid: dict, band, resampling: str, warn: Callable) -> InputFile:
+    """A raster of the flood layers on the scene's grid (lib/mapping/grids.py), with a warning when it
+    covers little or none of the scene or has no valid value there."""
+    file = open_aligned(path, grid, band, resampling, role=role, warn=warn)
+    try:
+        sample = decimated(file.reader.dataset, checks.SAMPLE_SIDE, file.reader.bands[0])  # on the scene's grid
+        reprojected = file.reader.dataset is not file.source
+        grids.check_coverage(path, role, file.source if reprojected else None, grid, sample, warn)
+    except BaseException:
+        file.close()
+        raise
+    return file
 
 
 def check_scene_values(scene: Scene, plan: Plan, data: dict, warn: Callable) -> None:
     for file, band, raster_band, prep, (sample, dtype) in zip(scene.band_files, scene.bands, scene.raster_bands,
                                                              plan.preprocessors, scene.samples):
-        checks.check_units(file.path, sample, dtype, plan.units, band, data["normalization"], raster_band, warn)
+        checks.check_units(file.path, sample, dtype, plan.units, band, data["normalization"], raster_band, warn,
+                           lambda v: to_db(v, plan.units, float(data.get("calibration_db", 0.0))))
         checks.check_nodata_share(file.path, sample, prep(sample)[1], plan.units, warn)
 
 
@@ -166,16 +183,16 @@ def open_layers(scene: Scene, plan: Plan, data: dict, warn: Callable) -> Layers:
         if len(pre_paths) not in (1, len(scene.bands)):
             raise InferenceError(f"--pre: give one file, or one per band ({len(scene.bands)}), got {len(pre_paths)}")
         pre = Scene.open(pre_paths, scene.bands, scene.raster_bands,
-                         lambda path, band: open_aligned(path, grid, band, "bilinear"))
+                         lambda path, band: open_auxiliary(path, "pre-event", grid, band, "bilinear", warn))
         scene.closers += pre.closers
         check_scene_values(pre, plan, data, warn)
         layers.pre_reader = pre.reader
     if o.reference_water:
-        reference = open_aligned(o.reference_water, grid, 1, "nearest")
+        reference = open_auxiliary(o.reference_water, "reference water", grid, 1, "nearest", warn)
         scene.closers.append(reference.close)
         layers.before.reference = reference.reader
     if o.exclude:
-        excluded = open_aligned(o.exclude, grid, 1, "nearest")
+        excluded = open_auxiliary(o.exclude, "exclusion", grid, 1, "nearest", warn)
         scene.closers.append(excluded.close)
         layers.excluded = excluded.reader
     return layers
@@ -242,7 +259,7 @@ def scene_summary(result: dict, scene: Scene, plan: Plan, outputs: SceneOutputs,
             "inputs": scene.infos(),
             "pre_event": [str(p) for p in o.pre] if o.pre else None,
             "reference_water": str(o.reference_water) if o.reference_water else None,
-            "reference_threshold": o.reference_threshold,
+            "reference_threshold": o.reference_threshold, "min_area_m2": o.min_area_m2, "simplify_m": o.simplify_m,
             "exclude": str(o.exclude) if o.exclude else None,
             "water": result["water"], "flood": result["flood"], "polygons": result["polygons"],
             "timings": timings}

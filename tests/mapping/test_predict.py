@@ -366,8 +366,9 @@ def test_a_failed_run_leaves_no_final_named_file(mlp_checkpoint, geotiff, tmp_pa
     monkeypatch.setattr(products, "predict_tiled", stop_after_first_strip)
     out = tmp_path / "mask.tif"
     out.write_bytes(GOOD_MASK)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SystemExit) as stopped:  # Ctrl-C: one line and status 130 (tests/mapping/test_failmap.py)
         run(mlp_checkpoint, geotiff[0], out, "--probability", tmp_path / "p.tif", "--flood", tmp_path / "f.tif")
+    assert stopped.value.code == 130
     assert out.read_bytes() == GOOD_MASK
     assert [p.name for p in tmp_path.iterdir()] == ["mask.tif"]
 
