@@ -106,6 +106,18 @@ def default_units(data: dict) -> str:
     return "amplitude" if data.get("format") == "kompsat5" else "db"
 
 
+def raw_to_db(raw: np.ndarray, units: str = "db", calibration_db: float = 0.0) -> np.ndarray:
+    """Raw values in the input's units -> dB: linear power 10*log10(power), amplitude (KOMPSAT-5 DN)
+    20*log10(DN) + calibration_db (lib/data/kompsat5/); power or amplitude <= 0 becomes NaN or -inf."""
+    if units == "linear":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return 10.0 * np.log10(raw)
+    if units == "amplitude":
+        from lib.data.kompsat5 import amplitude_to_db
+        return amplitude_to_db(raw, calibration_db)[0]
+    return raw
+
+
 def make_preprocess(band: str, normalization: dict, units: str = "db",
                     calibration_db: float = 0.0) -> Callable[[np.ndarray], tuple]:
     """raw rows -> (image float32 in [0, 1], invalid bool), as in training: linear power becomes
@@ -118,13 +130,7 @@ def make_preprocess(band: str, normalization: dict, units: str = "db",
                              f"(it knows {', '.join(normalization)}); pass --band with one of those")
 
     def preprocess(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if units == "linear":
-            with np.errstate(divide="ignore", invalid="ignore"):
-                raw = 10.0 * np.log10(raw)
-        elif units == "amplitude":
-            from lib.data.kompsat5 import amplitude_to_db
-            raw, _ = amplitude_to_db(raw, calibration_db)
-        return normalize(raw, band, normalization)
+        return normalize(raw_to_db(raw, units, calibration_db), band, normalization)
     return preprocess
 
 

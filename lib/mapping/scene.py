@@ -25,11 +25,14 @@ from torch import nn
 
 from lib.errors import InferenceError
 from lib.mapping import checks
+from lib.mapping.change import build_change_test, change_report
 from lib.mapping.flood import BeforeLayers
 from lib.mapping.options import FUSE, TTA, UNITS, Plan, SceneOptions, SceneOutputs, check_options
 from lib.mapping.outputs import OutputSet, check_distinct
 from lib.mapping.products import Layers, write_products
 from lib.mapping.rasters import GDAL_CACHE_MB, InputFile, StackReader, is_georeferenced, open_aligned, open_input
+from lib.mapping.methods import check_method, scene_mapper
+from lib.mapping.rasters import raw_to_db
 from lib.mapping.tiling import check_tile
 from lib.mapping.vector import vector_driver
 
@@ -170,6 +173,9 @@ def open_layers(scene: Scene, plan: Plan, data: dict, warn: Callable) -> Layers:
         scene.closers += pre.closers
         check_scene_values(pre, plan, data, warn)
         layers.pre_reader = pre.reader
+        layers.change, layers.change_record = build_change_test(
+            o.change_db, scene.reader, pre.reader, [s for s, _ in scene.samples], [s for s, _ in pre.samples],
+            plan.units, float(data.get("calibration_db", 0.0)))
     if o.reference_water:
         reference = open_aligned(o.reference_water, grid, 1, "nearest")
         scene.closers.append(reference.close)
@@ -193,6 +199,7 @@ def map_scene(model: nn.Module, data: dict, inputs: list[Path], outputs: SceneOu
     inputs = [Path(p) for p in inputs]
     check_options(o)
     bands, raster_bands = resolve_bands(inputs, o, data)
+    check_method(o.method, bands)
     plan = Plan.resolve(o, data, bands)
     check_distinct(outputs.named(), {**{f"scene ({p.name})": p for p in inputs},
                                      **{f"pre-event ({p.name})": p for p in (o.pre or [])},
@@ -209,9 +216,15 @@ def map_scene(model: nn.Module, data: dict, inputs: list[Path], outputs: SceneOu
             layers = open_layers(scene, plan, data, warn)
             if not tile_checked:
                 check_tile(model, plan.tile, torch.device(o.device))
+            mapper, method = scene_mapper(o.method, model, raw_to_db(scene.samples[0][0], plan.units,
+                                                                     float(data.get("calibration_db", 0.0))),
+                                          bands[0], data, o.baseline, (model_info or {}).get("checkpoint"))
             with OutputSet() as files:
-                result = write_products(model, scene, layers, plan, outputs, files)
+                result = write_products(mapper, scene, layers, plan, outputs, files)
                 summary = scene_summary(result, scene, plan, outputs, model_info, started)
+                summary["method"] = method
+                if o.pre:
+                    summary["change"] = change_report(layers.change_record, result["flood"])
                 if outputs.summary:
                     write_json(summary, files.add(outputs.summary))
                 files.commit()
