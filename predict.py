@@ -7,6 +7,7 @@
     python predict.py best.pt post.tif water.tif --pre pre.tif --flood flood.tif --polygons flood.gpkg \
         --summary summary.json --min-area-m2 5000 --tta flip --uncertainty std.tif
     python predict.py best.pt S1.tif water.tif --band VV,VH --raster-band 1,2 --fuse mean   # both polarisations
+    python predict.py best.pt post_vh.tif water.tif --band VH --method threshold --pre pre_vh.tif --flood f.tif
     python predict.py best.pt 'scenes/*.tif' --out-dir maps --flood flood.tif --resume-batch  # many scenes
 
 Input: a raster of any size (GeoTIFF or anything GDAL reads, or a .npy array): SAR backscatter in dB, or
@@ -16,8 +17,8 @@ each mapped by the model and fused.
 Output: a uint8 Cloud-Optimized GeoTIFF, 1 water, 0 not water, 255 no-data (NaN/inf or the raster's
 nodata value in the input), with the input's CRS, transform and size; a float32 probability COG with
 --probability; a PNG quick-look (default OUTPUT with .png). Flood products (docs/flood-mapping.md):
---flood classes 0 dry, 1 flood, 2 permanent or pre-event water, 255 no-data against --pre and/or
---reference-water, with --exclude; --polygons (.gpkg / .geojson) with true areas; --summary JSON;
+--flood classes 0 dry, 1 flood, 2 permanent or pre-event water, 3 water now without a change (--pre's
+change test, --change-db), 255 no-data against --pre and/or --reference-water, with --exclude; --polygons (.gpkg / .geojson) with true areas; --summary JSON;
 --uncertainty (std over TTA views / bands). Every option and input is checked before any output is
 created; outputs are written under temporary names and renamed when complete. The engine is
 lib/mapping/tiling.py, one scene lib/mapping/scene.py (module map: lib/mapping/__init__.py).
