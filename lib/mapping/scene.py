@@ -27,12 +27,12 @@ from lib.errors import InferenceError
 from lib.mapping import checks
 from lib.mapping.change import build_change_test, change_report
 from lib.mapping.flood import BeforeLayers
+from lib.mapping.methods import check_method, scene_mapper
 from lib.mapping.options import FUSE, TTA, UNITS, Plan, SceneOptions, SceneOutputs, check_options
 from lib.mapping.outputs import OutputSet, check_distinct
 from lib.mapping.products import Layers, write_products
-from lib.mapping.rasters import GDAL_CACHE_MB, InputFile, StackReader, is_georeferenced, open_aligned, open_input
-from lib.mapping.methods import check_method, scene_mapper
-from lib.mapping.rasters import raw_to_db
+from lib.mapping.rasters import (GDAL_CACHE_MB, InputFile, StackReader, is_georeferenced, open_aligned, open_input,
+                                 raw_to_db)
 from lib.mapping.tiling import check_tile
 from lib.mapping.vector import vector_driver
 
@@ -216,9 +216,9 @@ def map_scene(model: nn.Module, data: dict, inputs: list[Path], outputs: SceneOu
             layers = open_layers(scene, plan, data, warn)
             if not tile_checked:
                 check_tile(model, plan.tile, torch.device(o.device))
-            mapper, method = scene_mapper(o.method, model, raw_to_db(scene.samples[0][0], plan.units,
-                                                                     float(data.get("calibration_db", 0.0))),
-                                          bands[0], data, o.baseline, (model_info or {}).get("checkpoint"))
+            db_sample = raw_to_db(scene.samples[0][0], plan.units, float(data.get("calibration_db", 0.0)))
+            mapper, method = scene_mapper(o.method, model, db_sample, bands[0], data, o.baseline,
+                                          (model_info or {}).get("checkpoint") or "the checkpoint")
             with OutputSet() as files:
                 result = write_products(mapper, scene, layers, plan, outputs, files)
                 summary = scene_summary(result, scene, plan, outputs, model_info, started)
