@@ -7,6 +7,7 @@
     python predict.py best.pt post.tif water.tif --pre pre.tif --flood flood.tif --polygons flood.gpkg \
         --summary summary.json --min-area-m2 5000 --tta flip --uncertainty std.tif
     python predict.py best.pt S1.tif water.tif --band VV,VH --raster-band 1,2 --fuse mean   # both polarisations
+    python predict.py best.pt post_vh.tif water.tif --band VH --method threshold --pre pre_vh.tif --flood f.tif
     python predict.py best.pt 'scenes/*.tif' --out-dir maps --flood flood.tif --resume-batch  # many scenes
 
 Input: a raster of any size (GeoTIFF or anything GDAL reads, or a .npy array): SAR backscatter in dB, or
@@ -16,8 +17,8 @@ each mapped by the model and fused.
 Output: a uint8 Cloud-Optimized GeoTIFF, 1 water, 0 not water, 255 no-data (NaN/inf or the raster's
 nodata value in the input), with the input's CRS, transform and size; a float32 probability COG with
 --probability; a PNG quick-look (default OUTPUT with .png). Flood products (docs/flood-mapping.md):
---flood classes 0 dry, 1 flood, 2 permanent or pre-event water, 255 no-data against --pre and/or
---reference-water, with --exclude; --polygons (.gpkg / .geojson) with true areas; --summary JSON;
+--flood classes 0 dry, 1 flood, 2 permanent or pre-event water, 3 water now without a change (--pre's
+change test, --change-db), 255 no-data against --pre and/or --reference-water, with --exclude; --polygons (.gpkg / .geojson) with true areas; --summary JSON;
 --uncertainty (std over TTA views / bands). Every option and input is checked before any output is
 created; outputs are written under temporary names and renamed when complete. The engine is
 lib/mapping/tiling.py, one scene lib/mapping/scene.py (module map: lib/mapping/__init__.py).
@@ -33,6 +34,7 @@ import torch
 
 from lib.checkpoint import file_sha256
 from lib.errors import InferenceError, ReportedError
+from lib.mapping.change import parse_change_db
 from lib.mapping.batch import expand_inputs, map_batch, torch_gather
 from lib.mapping.scene import FUSE, TTA, UNITS, SceneOptions, SceneOutputs, map_scene
 from lib.bench.onnx_model import load_model_any
@@ -40,6 +42,7 @@ from lib.runtime import keep_freed_memory, resolve_device, speed_settings
 
 BATCH_SIZE = {"cpu": 8, "cuda": 32}  # tiles per forward pass
 THRESHOLD = 0.5        # water where the blended probability >= THRESHOLD
+METHOD = "model"       # what maps the water: model, threshold, ensemble (lib/mapping/methods.py)
 
 
 def int_list(text: str) -> list[int]:
@@ -69,6 +72,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--overlap", type=int, help="overlap of neighbouring tiles in pixels (default tile/4)")
     parser.add_argument("--batch-size", type=int, help=f"tiles per forward pass (default {BATCH_SIZE['cpu']} on CPU, "
                                                          f"{BATCH_SIZE['cuda']} on CUDA)")
+    parser.add_argument("--method", default=METHOD, help="model, threshold (per-scene split of the band's "
+                        f"histogram) or ensemble (both; docs/flood-mapping.md); default {METHOD}")
     parser.add_argument("--threshold", type=float, default=THRESHOLD, help=f"probability threshold ({THRESHOLD})")
     parser.add_argument("--probability", type=Path, help="also write float32 water probabilities here")
     parser.add_argument("--quicklook", type=Path, help="PNG quick-look (default OUTPUT with .png)")
@@ -76,6 +81,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     flood = parser.add_argument_group("flood products (docs/flood-mapping.md)")
     flood.add_argument("--pre", help="pre-event scene (same band and units, any grid; files joined by commas for "
                                      "one per band; with --out-dir a pattern with {stem} or one file for all)")
+    flood.add_argument("--change-db", default="auto",
+                       help="with --pre, flood also needs a decrease of the backscatter (post minus pre, dB) below "
+                            "this: auto (fitted per scene), a negative number (-3), or off (docs/flood-mapping.md)")
     flood.add_argument("--reference-water", type=Path, help="permanent-water raster (any grid), e.g. JRC occurrence")
     flood.add_argument("--reference-threshold", type=float,
                        help="reference water where the raster >= this (default: non-zero), e.g. 50 for occurrence %%")
@@ -109,7 +117,8 @@ def scene_options(args, batch_size: int, device, precision: str) -> SceneOptions
                         progress=not args.no_progress,
                         pre=[Path(p) for p in args.pre.split(",")] if args.pre else None,
                         reference_water=args.reference_water, reference_threshold=args.reference_threshold,
-                        exclude=args.exclude, min_area_m2=args.min_area_m2, simplify_m=args.simplify_m)
+                        exclude=args.exclude, min_area_m2=args.min_area_m2, simplify_m=args.simplify_m,
+                        change_db=parse_change_db(args.change_db), method=args.method)
 
 
 def main(argv=None) -> dict:
@@ -150,6 +159,7 @@ def predict(args) -> dict:
         raise InferenceError(f"{args.checkpoint}: trained with INPUT_BANDS={'+'.join(stacked)} (the bands as input "
                              f"channels); predict.py maps one band at a time and cannot apply it yet: score it with "
                              f"evaluate.py, or map with a band-agnostic checkpoint (INPUT_BANDS=None)")
+    options.baseline = checkpoint.get("baseline")  # the threshold method's fallback
     if speed["channels_last"]:
         model.to(memory_format=torch.channels_last)
     # hashed here once: a batch's every scene summary records it (map_scene would hash it per scene)

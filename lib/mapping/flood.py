@@ -3,7 +3,8 @@ raster, with an exclusion mask; class areas on the ground.
 
 Classes of the flood raster (uint8, with a colour table):
     0 dry, 1 flood (water now; neither the pre-event scene nor the reference saw water there),
-    2 permanent or pre-event water (water now and before), 255 no-data (no valid post-event pixel, an
+    2 permanent or pre-event water (water now and before), 3 water now without a change (with --pre and the
+    change test, lib/mapping/change.py: water now, not before, no significant decrease in backscatter), 255 no-data (no valid post-event pixel, an
     excluded pixel, or water now where no pre-event / reference pixel says what was there before).
 Without --pre and --reference-water every water pixel is class 1.
 
@@ -20,7 +21,7 @@ from lib.mapping.rasters import is_georeferenced
 DRY, FLOOD, BEFORE_WATER, NODATA = 0, 1, 2, 255
 CLASS_NAMES = {DRY: "dry", FLOOD: "flood", BEFORE_WATER: "permanent_or_pre_event_water"}
 COLORMAP = {DRY: (245, 245, 235, 255), FLOOD: (220, 30, 30, 255), BEFORE_WATER: (30, 90, 200, 255),
-            NODATA: (0, 0, 0, 0)}
+            3: (250, 190, 40, 255), NODATA: (0, 0, 0, 0)}  # 3: water now without a change (lib/mapping/change.py)
 MASK_COLORMAP = {0: (245, 245, 235, 255), 1: (30, 90, 200, 255), NODATA: (0, 0, 0, 0)}
 
 

@@ -36,6 +36,9 @@ class SceneOptions:
     exclude: Path | None = None
     min_area_m2: float = 0.0
     simplify_m: float = 0.0
+    change_db: float | str | None = "auto"  # with pre: "auto", a negative dB threshold, None (off); lib/mapping/change.py
+    method: str = "model"                   # model, threshold, ensemble (lib/mapping/methods.py)
+    baseline: dict | None = None            # the checkpoint's training-fitted thresholds (threshold's fallback)
 
 
 @dataclass
@@ -58,6 +61,8 @@ def check_options(o: SceneOptions) -> None:
     checks.check_range("--tile", o.tile, 1, integer=True)
     checks.check_range("--overlap", o.overlap, 0, integer=True)
     checks.check_range("--reference-threshold", o.reference_threshold)
+    if o.change_db not in ("auto", None) and not (isinstance(o.change_db, (int, float)) and o.change_db < 0):
+        raise InferenceError(f"--change-db must be auto, off or a negative number of dB, got {o.change_db!r}")
     checks.check_range("--min-area-m2", o.min_area_m2, 0.0)
     checks.check_range("--simplify-m", o.simplify_m, 0.0)
     if o.tta not in TTA:

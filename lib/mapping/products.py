@@ -30,6 +30,8 @@ class Layers:
     before: BeforeLayers
     excluded: object = None      # a reader, non-zero = excluded
     pre_reader: object = None    # the pre-event scene's reader, mapped first
+    change: object = None        # lib.mapping.change.ChangeTest, with --pre unless --change-db off
+    change_record: dict | None = None  # the change test's threshold and fit, for the summary
 
     def flood_wanted(self, outputs: SceneOutputs) -> bool:
         return bool(outputs.flood or self.pre_reader is not None or self.before.reference is not None
@@ -117,7 +119,8 @@ def open_products(scene, layers: Layers, plan: Plan, outputs: SceneOutputs, file
         else:  # classes only for the polygons / summary
             products["flood"] = RasterProduct(hidden(outputs, "classes"), files, grid, "uint8", NODATA, COLORMAP,
                                               as_cog=False)
-        flood_sink = FloodSink(products["flood"].writer, grid, layers.before, layers.excluded, threshold)
+        flood_sink = FloodSink(products["flood"].writer, grid, layers.before, layers.excluded, threshold,
+                               layers.change)
         sinks.append(flood_sink)
     if outputs.polygons:
         products["quantized"] = RasterProduct(hidden(outputs, "p8"), files, grid, "uint8", PROBABILITY_NODATA,
@@ -137,7 +140,8 @@ def write_products(model, scene, layers: Layers, plan: Plan, outputs: SceneOutpu
     started = time.perf_counter()
     stats = predict_tiled(model, scene.reader, Sinks(opened["sinks"]), plan.preprocessors,
                           uncertainty=bool(outputs.uncertainty), **plan.engine())
-    timings["inference_s"] = time.perf_counter() - started
+    timings["inference_s"] = time.perf_counter() - started  # the whole pass; its stages in "stages_s"
+    timings["stages_s"] = stats.pop("stages_s")
     started = time.perf_counter()
     for product in products.values():
         product.finish()

@@ -25,7 +25,9 @@ from torch import nn
 
 from lib.errors import InferenceError
 from lib.mapping import checks
+from lib.mapping.change import build_change_test, change_report
 from lib.mapping.flood import BeforeLayers
+from lib.mapping.methods import check_method, scene_mapper
 from lib.mapping.options import FUSE, TTA, UNITS, Plan, SceneOptions, SceneOutputs, check_options
 from lib.mapping.outputs import OutputSet, check_distinct
 from lib.mapping.products import Layers, write_products
@@ -187,6 +189,9 @@ def open_layers(scene: Scene, plan: Plan, data: dict, warn: Callable) -> Layers:
         scene.closers += pre.closers
         check_scene_values(pre, plan, data, warn)
         layers.pre_reader = pre.reader
+        layers.change, layers.change_record = build_change_test(
+            o.change_db, scene.reader, pre.reader, [s for s, _ in scene.samples], [s for s, _ in pre.samples],
+            plan.units, float(data.get("calibration_db", 0.0)))
     if o.reference_water:
         reference = open_auxiliary(o.reference_water, "reference water", grid, 1, "nearest", warn)
         scene.closers.append(reference.close)
@@ -210,6 +215,7 @@ def map_scene(model: nn.Module, data: dict, inputs: list[Path], outputs: SceneOu
     inputs = [Path(p) for p in inputs]
     check_options(o)
     bands, raster_bands = resolve_bands(inputs, o, data)
+    check_method(o.method, bands)
     plan = Plan.resolve(o, data, bands)
     check_distinct(outputs.named(), {**{f"scene ({p.name})": p for p in inputs},
                                      **{f"pre-event ({p.name})": p for p in (o.pre or [])},
@@ -226,9 +232,15 @@ def map_scene(model: nn.Module, data: dict, inputs: list[Path], outputs: SceneOu
             layers = open_layers(scene, plan, data, warn)
             if not tile_checked:
                 check_tile(model, plan.tile, torch.device(o.device))
+            db_sample = to_db(scene.samples[0][0], plan.units, float(data.get("calibration_db", 0.0)))
+            mapper, method = scene_mapper(o.method, model, db_sample, bands[0], data, o.baseline,
+                                          (model_info or {}).get("checkpoint") or "the checkpoint")
             with OutputSet() as files:
-                result = write_products(model, scene, layers, plan, outputs, files)
+                result = write_products(mapper, scene, layers, plan, outputs, files)
                 summary = scene_summary(result, scene, plan, outputs, model_info, started)
+                summary["method"] = method
+                if o.pre:
+                    summary["change"] = change_report(layers.change_record, result["flood"])
                 if outputs.summary:
                     write_json(summary, files.add(outputs.summary))
                 files.commit()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lib.mapping.change import WATER_NO_CHANGE
 from lib.mapping.flood import CLASS_NAMES, DRY, FLOOD, BeforeLayers, ClassTally, flood_classes
 from lib.mapping.rasters import NODATA
 from lib.mapping.vector import PROBABILITY_NODATA, PROBABILITY_SCALE
@@ -83,9 +84,12 @@ class FloodSink:
     """Turns finished rows of post-event probability into flood classes (written to `writer`) and tallies
     the class areas. `excluded`: a reader on the grid, non-zero = excluded."""
 
-    def __init__(self, writer, grid: dict, before: BeforeLayers, excluded=None, threshold: float = 0.5):
+    def __init__(self, writer, grid: dict, before: BeforeLayers, excluded=None, threshold: float = 0.5,
+                 change=None):
         self.writer, self.before, self.excluded, self.threshold = writer, before, excluded, threshold
-        self.tally = ClassTally(grid, CLASS_NAMES if before.any else {DRY: "dry", FLOOD: "flood"})
+        self.change = change  # lib.mapping.change.ChangeTest: flood also needs a decrease in backscatter
+        names = CLASS_NAMES if before.any else {DRY: "dry", FLOOD: "flood"}
+        self.tally = ClassTally(grid, {**names, WATER_NO_CHANGE: "water_no_change"} if change else names)
 
     def write(self, row0: int, probability: np.ndarray, invalid: np.ndarray, **extra) -> None:
         row1 = row0 + len(probability)
@@ -98,6 +102,8 @@ class FloodSink:
             values = self.excluded.read(row0, row1)
             excluded = np.isfinite(values) & (values != 0)
         classes = flood_classes(water, invalid, before_water, before_known, excluded)
+        if self.change is not None:
+            classes = self.change.apply(row0, classes)
         self.tally.add(row0, classes)
         self.writer.write(row0, classes)
 

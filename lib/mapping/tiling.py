@@ -145,6 +145,21 @@ def fuse_bands(probability: np.ndarray, variance: np.ndarray | None, invalid: np
 
 # -------------------------------------------------------------------------------------------- engine
 
+class StageClock:
+    """Seconds spent per stage of the engine (read, normalize, inference, blend, sinks: writing and every
+    product made from the rows), by laps: each lap charges the time since the last one to its stage."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.last = time.perf_counter()
+
+    def lap(self, stage: str, value=None):
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self.last
+        self.last = now
+        return value
+
+
 class StripBlender:
     """Accumulators of one strip of tile rows ([bands, tile, width]): blended probabilities, TTA variances
     (optional) and blending weights; finished rows are taken from the top and the rest moved up."""
@@ -233,24 +248,29 @@ def predict_tiled(model: nn.Module, reader: Reader, sink: Sink, preprocess: Call
     started = time.perf_counter()
     bar = tqdm(total=len(rows) * len(cols), desc="tiles", unit="tile", disable=None if progress else True,
                mininterval=1.0, smoothing=0.1)
+    clock = StageClock()
     for index, row0 in enumerate(rows):
         row1 = min(row0 + tile, height)
-        images, invalid = preprocess_strip(reader.read(row0, row1), preprocessors)
-        strips = [pad_to(image, tile, max(width, tile)) for image in images]
+        raw = clock.lap("read", reader.read(row0, row1))
+        images, invalid = preprocess_strip(raw, preprocessors)
+        strips = clock.lap("normalize", [pad_to(image, tile, max(width, tile)) for image in images])
         for start in range(0, len(cols), cols_per_batch):
             batch_cols = cols[start:start + cols_per_batch]
             batch = torch.from_numpy(np.stack([s[:, c:c + tile] for s in strips for c in batch_cols])[:, None])
-            mean, variance = tta_probabilities(model, batch.to(device), views, device, precision,
-                                               with_variance=blender.variance is not None)
+            mean, variance = clock.lap("inference", tta_probabilities(model, batch.to(device), views, device,
+                                                                      precision, blender.variance is not None))
             shape = (len(strips), len(batch_cols), tile, tile)
             blender.add(mean.reshape(shape), None if variance is None else variance.reshape(shape), batch_cols,
                         row1 - row0)
+            clock.lap("blend")
             bar.update(len(batch_cols))
         done = (rows[index + 1] if index + 1 < len(rows) else height) - row0  # rows no later tile touches
-        hand_over(sink, row0, *blender.take(done), invalid[:, :done], fuse, uncertainty)
+        taken = clock.lap("blend", blender.take(done))
+        hand_over(sink, row0, *taken, invalid[:, :done], fuse, uncertainty)
+        clock.lap("sinks")
     bar.close()
     return {"height": height, "width": width, "tiles": len(rows) * len(cols), "bands": len(preprocessors),
-            "tta_views": len(views), "seconds": time.perf_counter() - started}
+            "tta_views": len(views), "seconds": time.perf_counter() - started, "stages_s": clock.seconds}
 
 
 def tta_probabilities(model: nn.Module, batch: torch.Tensor, views: list, device: torch.device,
