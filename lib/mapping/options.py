@@ -36,6 +36,8 @@ class SceneOptions:
     exclude: Path | None = None
     min_area_m2: float = 0.0
     simplify_m: float = 0.0
+    temperature: float | None = None        # of the likelihood (lib/mapping/calibration.py); None: checkpoint's or 1
+    dem: Path | None = None                 # elevation raster for the steep-slope flag
 
 
 @dataclass
@@ -47,6 +49,14 @@ class SceneOutputs:
     polygons: Path | None = None
     summary: Path | None = None
     uncertainty: Path | None = None
+    # the layers of an operational product (lib/mapping/layers.py)
+    observed_water: Path | None = None
+    reference_out: Path | None = None
+    exclusion_out: Path | None = None
+    likelihood: Path | None = None
+    flags: Path | None = None
+    footprint: Path | None = None
+    flood_quicklook: Path | None = None
 
     def named(self) -> dict[str, Path | None]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -60,6 +70,7 @@ def check_options(o: SceneOptions) -> None:
     checks.check_range("--reference-threshold", o.reference_threshold)
     checks.check_range("--min-area-m2", o.min_area_m2, 0.0)
     checks.check_range("--simplify-m", o.simplify_m, 0.0)
+    checks.check_range("--temperature", o.temperature, 0.0, low_open=True)
     if o.tta not in TTA:
         raise InferenceError(f"--tta must be one of {', '.join(TTA)}, got {o.tta!r}")
     if o.fuse not in FUSE:
@@ -84,14 +95,19 @@ class Plan:
     tile: int
     overlap: int
     preprocessors: list[Callable]   # one per band
+    temperature: float = 1.0        # of the likelihood: --temperature, the checkpoint's, or 1
+    data_range: tuple = (0.0, 1.0)  # the first band's normalization range (dB), for the contrast flag
 
     @classmethod
     def resolve(cls, o: SceneOptions, data: dict, bands: list[str]) -> "Plan":
+        from lib.data.bands import band_range
         units = o.units or default_units(data)
         tile, overlap = resolve_tile(o, data)
         calibration = float(data.get("calibration_db", 0.0))
+        temperature = o.temperature or float((data.get("calibration") or {}).get("temperature", 1.0))
         return cls(o, units, tile, overlap, [make_preprocess(b, data["normalization"], units, calibration)
-                                             for b in bands])
+                                             for b in bands], temperature,
+                   tuple(band_range(bands[0], data["normalization"])))
 
     def engine(self) -> dict:
         """predict_tiled's settings (the tile already checked against the model)."""
