@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from lib.mapping.vector import pixel_sides_m
+
 NO_DATA, LOW_CONTRAST, STEEP_SLOPE, EXCLUDED = 1, 2, 4, 8
 BLOCK = 64
 CONTRAST_DB = 3.0
 MIN_SHARE = 0.05
 STEEP_SLOPE_DEG = 5.0
-METRES_PER_DEGREE = 111_320.0
 
 
 def low_contrast(water: np.ndarray, valid: np.ndarray, db: np.ndarray, block: int = BLOCK,
@@ -38,17 +39,6 @@ def low_contrast(water: np.ndarray, valid: np.ndarray, db: np.ndarray, block: in
         if d[dry].mean() - d[wet].mean() < contrast_db:
             flagged[:, c0:c0 + block] = wet
     return flagged
-
-
-def pixel_sides_m(grid: dict, row0: int, row1: int) -> tuple[np.ndarray, float]:
-    """(east-west side in metres of each row's pixels, north-south side in metres)."""
-    transform, crs = grid["transform"], grid["crs"]
-    dx, dy = abs(transform.a), abs(transform.e)
-    if crs is not None and crs.is_geographic:
-        lat = transform.f + transform.e * (np.arange(row0, row1) + 0.5)
-        return dx * METRES_PER_DEGREE * np.cos(np.radians(lat)), dy * METRES_PER_DEGREE
-    factor = crs.linear_units_factor[1] if crs is not None else 1.0
-    return np.full(row1 - row0, dx * factor), dy * factor
 
 
 def slope_degrees(dem, grid: dict, row0: int, row1: int) -> np.ndarray:
