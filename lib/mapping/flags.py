@@ -55,7 +55,7 @@ def slope_degrees(dem, grid: dict, row0: int, row1: int) -> np.ndarray:
 
 class FlagsWriter:
     """Collects finished strips until whole BLOCK-row blocks are there (the contrast test is per block),
-    then writes their flags. reader / preprocess: the scene's, for the backscatter; span_db: the first
+    then writes their flags; closing it closes `writer`. reader / preprocess: the scene's, for the backscatter; span_db: the first
     band's normalization span; dem: a reader on the grid or None."""
 
     def __init__(self, writer, reader, preprocess, span_db: float, grid: dict, dem=None, block: int = BLOCK):
@@ -89,4 +89,6 @@ class FlagsWriter:
         self.start, self.count = row1, self.count - n
 
     def close(self) -> None:
+        """Write the last rows (a part block) and close the writer underneath."""
         self._flush(self.count)
+        self.writer.close()

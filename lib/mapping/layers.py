@@ -171,9 +171,7 @@ class LayerSink:
             self.flags.add(row0, water, input_invalid if input_invalid is not None else invalid, excluded)
 
     def close(self) -> None:
-        if self.flags is not None:
-            self.flags.close()
-        for writer in self.writers.values():
+        for writer in [*self.writers.values(), *([self.flags] if self.flags is not None else [])]:
             writer.close()
 
 

@@ -146,6 +146,7 @@ def open_layer_sink(scene, layers: Layers, plan: Plan, outputs: SceneOutputs, fi
         low, high = plan.data_range
         flags = FlagsWriter(products["flags"].writer, scene.reader, plan.preprocessors[0], high - low, grid,
                             layers.dem)
+        products["flags"].writer = flags  # the product's finish() closes it: the last part block is written
     writers = {name: products[name].writer for name in wanted if name != "flags"}
     return LayerSink(writers, layers.before, layers.before.reference, layers.excluded, o.threshold,
                      plan.temperature, flags)

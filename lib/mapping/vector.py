@@ -97,7 +97,7 @@ def simplify_coverage(geometries: np.ndarray, tolerance: float) -> np.ndarray:
     attempt = tolerance
     for _ in range(12):
         simplified = shapely.coverage_simplify(geometries, attempt)
-        if float(np.max(shapely.hausdorff_distance(geometries, simplified))) <= tolerance:
+        if float(np.max(shapely.hausdorff_distance(geometries, simplified, densify=0.25))) <= tolerance:
             return simplified
         attempt *= 0.7
     return geometries
@@ -136,7 +136,9 @@ def polygonize(classes: np.ndarray, probability: np.ndarray, grid: dict, values:
     dropped += int((~kept).sum())
     if simplify_m > 0 and kept.any():
         ew, ns = pixel_sides_m(grid, 0, classes.shape[0])
-        pixels = simplify_coverage(pixels[kept], simplify_m / max(float(ew.max()), ns))
+        # a vertex at every pixel corner, so neighbours' shared edges match vertex for vertex (GDAL's
+        # outlines skip the corners where only the other side turns)
+        pixels = simplify_coverage(shapely.segmentize(pixels[kept], 1.0), simplify_m / max(float(ew.max()), ns))
         geometries = shapely.transform(pixels, lambda xy: xy @ affine.T + offset)
     else:
         geometries = geometries[kept]
