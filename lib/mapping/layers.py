@@ -110,11 +110,6 @@ class ExclusionGate:
             excluded = np.isfinite(values) & (values != 0)
         self.sinks.write(row0, probability, invalid | excluded, input_invalid=invalid, excluded=excluded, **extra)
 
-    def close(self) -> None:
-        for sink in self.sinks.sinks:
-            if hasattr(sink, "close"):
-                sink.close()
-
 
 def observed_water(water: np.ndarray, invalid: np.ndarray, before_water: np.ndarray | None) -> np.ndarray:
     """1 water now or before (reference / pre-event), 0 not, 255 no-data: the observed flood plus the
