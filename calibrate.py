@@ -89,6 +89,10 @@ def main(argv=None) -> dict:
               "scenes": {str(s): {"pixels": int(len(sp)), "ece_before": reliability(sp, sy)["ece"],
                                   "ece_after": reliability(calibrate(sp, temperature), sy)["ece"]}
                          for (s, _), (sp, sy) in zip(pairs, scenes)}}
+    if not 0.051 < temperature < 19.9:
+        print(f"warning: the temperature {temperature:.3g} is at the end of the searched range [0.05, 20]: the "
+              f"model's probability barely follows the labels (a near-constant output); no temperature fixes that",
+              file=sys.stderr)
     if len(scenes) >= 3:
         report["leave_one_scene_out"] = leave_one_out(scenes)
     args.out.mkdir(parents=True, exist_ok=True)
