@@ -284,3 +284,17 @@ def test_reliability_bins_by_hand():
     curve = reliability(p, y, bins=10)
     assert curve["pixels"][0] == 2 and curve["pixels"][9] == 2 and curve["pixels"][5] == 1
     assert curve["ece"] == pytest.approx((2 * 0.45 + 2 * 0.05 + 1 * 0.55) / 5)
+
+
+def test_many_scenes_get_every_layer(threshold_checkpoint, flood_case, tmp_path):
+    folder, _ = flood_case
+    run_predict(threshold_checkpoint, folder / "post.tif", "--out-dir", tmp_path / "maps", "--flood", "flood.tif",
+                "--observed-water", "observed.tif", "--likelihood", "likelihood.tif", "--flags", "flags.tif",
+                "--footprint", "footprint.gpkg")
+    names = {p.name for p in (tmp_path / "maps").iterdir()}
+    assert {"post_observed.tif", "post_likelihood.tif", "post_flags.tif", "post_footprint.gpkg",
+            "post_flood.png", "post_flood.tif"} <= names
+    post = read(folder / "post.tif")[0]
+    water_now = np.where(post < -13.3, 1, 0).astype(np.uint8)   # no --pre, no reference: water now
+    water_now[np.isnan(post)] = NODATA
+    assert np.array_equal(read(tmp_path / "maps" / "post_observed.tif")[0], water_now)
