@@ -13,7 +13,7 @@ from rasterio.warp import Resampling, reproject
 from rio_cogeo.cogeo import cog_validate
 
 import composite
-from conftest import RANGES, UTM, write_geotiff
+from conftest import RANGES, UTM
 from lib.checkpoint import file_sha256
 from lib.mapping.calibration import calibrate, fit_temperature, reliability
 from lib.mapping.flags import EXCLUDED, LOW_CONTRAST, NO_DATA, STEEP_SLOPE, FlagsWriter
