@@ -92,11 +92,11 @@ def pixel_sides_m(grid: dict, row0: int, row1: int) -> tuple[np.ndarray, float]:
 def simplify_coverage(geometries: np.ndarray, tolerance: float) -> np.ndarray:
     """Topology-preserving simplification of polygons that share boundaries (shapely.coverage_simplify:
     each shared edge simplified once, so neighbours never overlap nor open gaps). Its tolerance is not a
-    distance (outlines move up to 3-5 times it), so it starts at half the tolerance and is lowered until no
-    outline moves more than `tolerance` (Hausdorff distance); each try costs a whole simplification."""
+    distance, so it is lowered until no outline moves more than `tolerance` (Hausdorff distance); each try
+    costs a whole simplification."""
     import shapely
-    attempt = tolerance / 2
-    for _ in range(10):
+    attempt = tolerance
+    for _ in range(12):
         simplified = shapely.coverage_simplify(geometries, attempt)
         if float(np.max(shapely.hausdorff_distance(geometries, simplified, densify=0.25))) <= tolerance:
             return simplified
