@@ -18,8 +18,11 @@ Output: a uint8 Cloud-Optimized GeoTIFF, 1 water, 0 not water, 255 no-data (NaN/
 nodata value in the input), with the input's CRS, transform and size; a float32 probability COG with
 --probability; a PNG quick-look (default OUTPUT with .png). Flood products (docs/flood-mapping.md):
 --flood classes 0 dry, 1 flood, 2 permanent or pre-event water, 3 water now without a change (--pre's
-change test, --change-db), 255 no-data against --pre and/or --reference-water, with --exclude; --polygons (.gpkg / .geojson) with true areas; --summary JSON;
---uncertainty (std over TTA views / bands). Every option and input is checked before any output is
+change test, --change-db), 255 no-data against --pre and/or --reference-water, with --exclude; --polygons
+(.gpkg / .geojson) with true areas; --summary JSON; --uncertainty (std over TTA views / bands; refused without
+either); the layers of an operational product: --observed-water, --reference-out, --exclusion-out,
+--likelihood, --flags, --footprint and a flood.png quick-look beside --flood, every GeoTIFF tagged with classes
+or units and provenance. Every option and input is checked before any output is
 created; outputs are written under temporary names and renamed when complete. The engine is
 lib/mapping/tiling.py, one scene lib/mapping/scene.py (module map: lib/mapping/__init__.py).
 """
@@ -98,6 +101,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     flood.add_argument("--tta", choices=TTA, default="none", help="test-time augmentation: flip (4 views), d4 (8)")
     flood.add_argument("--uncertainty", type=Path, help="float32 GeoTIFF: std of the probabilities over the TTA "
                                                         "views and fused bands")
+    add_layer_arguments(parser)
     batch = parser.add_argument_group("many scenes")
     batch.add_argument("--out-dir", type=Path, help="map every INPUT into DIR (DIR/<scene>_water.tif, "
                                                     "DIR/<scene>_<name of each output option>, DIR/summary.csv)")
@@ -110,6 +114,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_intermixed_args(argv)  # options may stand between the paths, as before
 
 
+def add_layer_arguments(parser: argparse.ArgumentParser) -> None:
+    layers = parser.add_argument_group("layers of an operational product (docs/flood-mapping.md#layers)")
+    layers.add_argument("--observed-water", type=Path, help="uint8 COG: 1 water now or before (flood plus "
+                                                             "reference / pre-event water), 0 not, 255 no-data")
+    layers.add_argument("--reference-out", type=Path, help="uint8 COG: --reference-water on the scene's grid")
+    layers.add_argument("--exclusion-out", type=Path, help="uint8 COG: --exclude on the scene's grid")
+    layers.add_argument("--likelihood", type=Path, help="uint8 COG: calibrated water probability, 0-100 %%")
+    layers.add_argument("--temperature", type=float, help="temperature of the likelihood, from calibrate.py "
+                                                          "(default the checkpoint's calibration, else 1)")
+    layers.add_argument("--flags", type=Path, help="uint8 COG of advisory bits: 1 no-data, 2 low backscatter "
+                                                   "contrast, 4 steep slope (with --dem), 8 excluded")
+    layers.add_argument("--dem", type=Path, help="elevation raster (any grid, metres) for the steep-slope flag")
+    layers.add_argument("--footprint", type=Path, help="footprint of the valid pixels, .gpkg or .geojson")
+
+
+def layer_outputs(args, flood: Path | None, quicklook: bool) -> dict:
+    """SceneOutputs' layer fields; the flood quick-look beside a --flood GeoTIFF (flood.png)."""
+    wanted = {name: getattr(args, name) for name in ("observed_water", "reference_out", "exclusion_out",
+                                                       "likelihood", "flags", "footprint")}
+    wanted["flood_quicklook"] = flood.with_suffix(".png") if flood and quicklook else None
+    return wanted
+
+
 def scene_options(args, batch_size: int, device, precision: str) -> SceneOptions:
     return SceneOptions(bands=args.band.split(",") if args.band else None, raster_bands=args.raster_band,
                         units=args.units, tile=args.tile, overlap=args.overlap, batch_size=batch_size,
@@ -118,7 +145,8 @@ def scene_options(args, batch_size: int, device, precision: str) -> SceneOptions
                         pre=[Path(p) for p in args.pre.split(",")] if args.pre else None,
                         reference_water=args.reference_water, reference_threshold=args.reference_threshold,
                         exclude=args.exclude, min_area_m2=args.min_area_m2, simplify_m=args.simplify_m,
-                        change_db=parse_change_db(args.change_db), method=args.method)
+                        change_db=parse_change_db(args.change_db), method=args.method,
+                        temperature=args.temperature, dem=args.dem)
 
 
 def main(argv=None) -> dict:
@@ -170,7 +198,8 @@ def predict(args) -> dict:
     *inputs, output = [Path(p) for p in args.paths]
     quicklook = None if args.no_quicklook else (args.quicklook or output.with_suffix(".png"))
     outputs = SceneOutputs(mask=output, probability=args.probability, quicklook=quicklook, flood=args.flood,
-                           polygons=args.polygons, summary=args.summary, uncertainty=args.uncertainty)
+                           polygons=args.polygons, summary=args.summary, uncertainty=args.uncertainty,
+                           **layer_outputs(args, args.flood, not args.no_quicklook))
     summary = map_scene(model, checkpoint["data"], inputs, outputs, options, model_info=model_info)
     print(f"{checkpoint['model']['name']} on {', '.join(map(str, inputs))}: {summary['width']} x {summary['height']} "
           f"px, band {summary['band']} ({summary['units']}), {summary['tiles']} tiles of {summary['tile']} px "
@@ -194,7 +223,8 @@ def run_batch(args, model, checkpoint, options: SceneOptions, model_info: dict, 
     scenes = expand_inputs(args.paths)
     template = SceneOutputs(mask=Path("water.tif"), probability=args.probability,
                             quicklook=None if args.no_quicklook else Path("water.png"), flood=args.flood,
-                            polygons=args.polygons, summary=args.summary, uncertainty=args.uncertainty)
+                            polygons=args.polygons, summary=args.summary, uncertainty=args.uncertainty,
+                            **layer_outputs(args, args.flood, not args.no_quicklook))
     pre = args.pre.split(",") if args.pre else None
     gather = torch_gather if world_size > 1 else None
     rows = map_batch(model, checkpoint["data"], scenes, args.out_dir, template, options, pre=pre,

@@ -12,6 +12,10 @@ Imported one way, top to bottom (no module imports one above it, none imports th
                 polygons, quick-look
     options.py  SceneOptions / SceneOutputs (what predict.py asks for) and the Plan resolved from them once
     sinks.py    what finished rows become: mask, probabilities, uncertainty, flood classes, tallies
+    layers.py   the layers of an operational product (observed water, reference / exclusion on the grid,
+                likelihood, flags, footprint, flood quick-look), exclusion on every layer, provenance tags
+    flags.py    the advisory flag bits; calibration.py: temperature scaling, reliability, ECE
+    composite.py  maximum extent over dated flood rasters, date of first flooding (composite.py)
     vector.py   polygons of flood / water with true areas, minimum area, simplification
     flood.py    flood classes against the layers of before; class areas on the ground
     cog.py      Cloud-Optimized GeoTIFFs (tiles, overviews, deflate) from a scratch GeoTIFF

@@ -52,6 +52,10 @@ def expand_inputs(patterns: list[str]) -> list[Path]:
     return list(unique.values())
 
 
+BATCH_LAYERS = ("observed_water", "reference_out", "exclusion_out", "likelihood", "flags", "footprint",
+                "flood_quicklook")  # lib/mapping/layers.py
+
+
 def scene_outputs(scene: Path, out_dir: Path, template: SceneOutputs) -> SceneOutputs:
     """The output set of one scene: DIR/<stem>_<name> for every output the template names."""
     def named(path: Path | None) -> Path | None:
@@ -60,7 +64,8 @@ def scene_outputs(scene: Path, out_dir: Path, template: SceneOutputs) -> SceneOu
                         quicklook=None if template.quicklook is None else out_dir / f"{scene.stem}_water.png",
                         flood=named(template.flood), polygons=named(template.polygons),
                         summary=named(template.summary or Path("summary.json")),
-                        uncertainty=named(template.uncertainty))
+                        uncertainty=named(template.uncertainty),
+                        **{name: named(getattr(template, name)) for name in BATCH_LAYERS})
 
 
 def pre_for(scene: Path, pre: list[str] | None) -> list[Path] | None:

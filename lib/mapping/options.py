@@ -39,6 +39,8 @@ class SceneOptions:
     change_db: float | str | None = "auto"  # with pre: "auto", a negative dB threshold, None (off); lib/mapping/change.py
     method: str = "model"                   # model, threshold, ensemble (lib/mapping/methods.py)
     baseline: dict | None = None            # the checkpoint's training-fitted thresholds (threshold's fallback)
+    temperature: float | None = None        # of the likelihood (lib/mapping/calibration.py); None: checkpoint's or 1
+    dem: Path | None = None                 # elevation raster for the steep-slope flag
 
 
 @dataclass
@@ -50,6 +52,14 @@ class SceneOutputs:
     polygons: Path | None = None
     summary: Path | None = None
     uncertainty: Path | None = None
+    # the layers of an operational product (lib/mapping/layers.py)
+    observed_water: Path | None = None
+    reference_out: Path | None = None
+    exclusion_out: Path | None = None
+    likelihood: Path | None = None
+    flags: Path | None = None
+    footprint: Path | None = None
+    flood_quicklook: Path | None = None
 
     def named(self) -> dict[str, Path | None]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -65,6 +75,7 @@ def check_options(o: SceneOptions) -> None:
         raise InferenceError(f"--change-db must be auto, off or a negative number of dB, got {o.change_db!r}")
     checks.check_range("--min-area-m2", o.min_area_m2, 0.0)
     checks.check_range("--simplify-m", o.simplify_m, 0.0)
+    checks.check_range("--temperature", o.temperature, 0.0, low_open=True)
     if o.tta not in TTA:
         raise InferenceError(f"--tta must be one of {', '.join(TTA)}, got {o.tta!r}")
     if o.fuse not in FUSE:
@@ -89,14 +100,19 @@ class Plan:
     tile: int
     overlap: int
     preprocessors: list[Callable]   # one per band
+    temperature: float = 1.0        # of the likelihood: --temperature, the checkpoint's, or 1
+    data_range: tuple = (0.0, 1.0)  # the first band's normalization range (dB), for the contrast flag
 
     @classmethod
     def resolve(cls, o: SceneOptions, data: dict, bands: list[str]) -> "Plan":
+        from lib.data.bands import band_range
         units = o.units or default_units(data)
         tile, overlap = resolve_tile(o, data)
         calibration = float(data.get("calibration_db", 0.0))
+        temperature = o.temperature or float((data.get("calibration") or {}).get("temperature", 1.0))
         return cls(o, units, tile, overlap, [make_preprocess(b, data["normalization"], units, calibration)
-                                             for b in bands])
+                                             for b in bands], temperature,
+                   tuple(band_range(bands[0], data["normalization"])))
 
     def engine(self) -> dict:
         """predict_tiled's settings (the tile already checked against the model)."""

@@ -12,7 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from lib.mapping.cog import write_cog
+from lib.mapping.flags import FlagsWriter
 from lib.mapping.flood import COLORMAP, MASK_COLORMAP, BeforeLayers, ClassTally
+from lib.mapping.layers import (LAYER_OUTPUTS, OBSERVED_COLORMAP, ExclusionGate, LayerSink, tag_product,
+                                write_flood_quicklook, write_footprint)
 from lib.mapping.options import Plan, SceneOutputs
 from lib.mapping.outputs import OutputSet
 from lib.mapping.rasters import NODATA, ArrayWriter, RasterReader, RasterWriter, create_scratch, read_decimated
@@ -32,9 +35,10 @@ class Layers:
     pre_reader: object = None    # the pre-event scene's reader, mapped first
     change: object = None        # lib.mapping.change.ChangeTest, with --pre unless --change-db off
     change_record: dict | None = None  # the change test's threshold and fit, for the summary
+    dem: object = None           # a reader of elevations, for the steep-slope flag
 
     def flood_wanted(self, outputs: SceneOutputs) -> bool:
-        return bool(outputs.flood or self.pre_reader is not None or self.before.reference is not None
+        return bool(outputs.flood or outputs.flood_quicklook or self.pre_reader is not None or self.before.reference is not None
                     or self.excluded is not None)
 
 
@@ -126,24 +130,51 @@ def open_products(scene, layers: Layers, plan: Plan, outputs: SceneOutputs, file
         products["quantized"] = RasterProduct(hidden(outputs, "p8"), files, grid, "uint8", PROBABILITY_NODATA,
                                               as_cog=False)
         sinks.append(ProbabilitySink(products["quantized"].writer, quantized=True))
+    layer_sink = open_layer_sink(scene, layers, plan, outputs, files, products)
+    if layer_sink is not None:
+        sinks.append(layer_sink)
     return {"products": products, "sinks": sinks, "water": water_tally, "flood": flood_sink}
 
 
-def write_products(model, scene, layers: Layers, plan: Plan, outputs: SceneOutputs, files: OutputSet) -> dict:
-    """Map the scene into every product; returns the engine's stats, the mask sink, the tallies' reports,
-    the polygons' report and the timings."""
+def open_layer_sink(scene, layers: Layers, plan: Plan, outputs: SceneOutputs, files: OutputSet,
+                    products: dict) -> LayerSink | None:
+    """The layers of lib/mapping/layers.py asked for: their products join `products`, one sink fills them."""
+    grid, o = scene.grid, plan.options
+    wanted = [name for name in LAYER_OUTPUTS if getattr(outputs, name) is not None]
+    if not wanted:
+        return None
+    for name in wanted:
+        products[name] = RasterProduct(getattr(outputs, name), files, grid, "uint8", NODATA,
+                                       OBSERVED_COLORMAP if name == "observed_water" else None)
+    flags = None
+    if "flags" in wanted:
+        low, high = plan.data_range
+        flags = FlagsWriter(products["flags"].writer, scene.reader, plan.preprocessors[0], high - low, grid,
+                            layers.dem)
+        products["flags"].writer = flags  # the product's finish() closes it: the last part block is written
+    writers = {name: products[name].writer for name in wanted if name != "flags"}
+    return LayerSink(writers, layers.before, layers.before.reference, layers.excluded, o.threshold,
+                     plan.temperature, flags)
+
+
+def write_products(model, scene, layers: Layers, plan: Plan, outputs: SceneOutputs, files: OutputSet,
+                   tags: dict | None = None) -> dict:
+    """Map the scene into every product (each GeoTIFF tagged with `tags`, lib/mapping/layers.py); returns
+    the engine's stats, the mask sink, the tallies' reports, the polygons' and footprint's reports and the
+    timings."""
     timings = {}
     if layers.pre_reader is not None:
         timings["pre_event_s"] = map_pre_event(model, scene, layers, plan, outputs, files)
     opened = open_products(scene, layers, plan, outputs, files)
     products = opened["products"]
     started = time.perf_counter()
-    stats = predict_tiled(model, scene.reader, Sinks(opened["sinks"]), plan.preprocessors,
-                          uncertainty=bool(outputs.uncertainty), **plan.engine())
+    stats = predict_tiled(model, scene.reader, ExclusionGate(Sinks(opened["sinks"]), layers.excluded),
+                          plan.preprocessors, uncertainty=bool(outputs.uncertainty), **plan.engine())
     timings["inference_s"] = time.perf_counter() - started  # the whole pass; its stages in "stages_s"
     timings["stages_s"] = stats.pop("stages_s")
     started = time.perf_counter()
-    for product in products.values():
+    for name, product in products.items():
+        tag_product(product, name, tags)
         product.finish()
     timings["cog_s"] = time.perf_counter() - started
     polygon_report = None
@@ -155,10 +186,16 @@ def write_products(model, scene, layers: Layers, plan: Plan, outputs: SceneOutpu
     if outputs.quicklook:
         write_quicklook(scene.files[0], products["mask"].temporary, files.add(outputs.quicklook),
                         plan.preprocessors[0], scene.raster_bands[0], image_format="PNG")
+    if outputs.flood_quicklook:
+        write_flood_quicklook(products["flood"].temporary or products["flood"].scratch, files.add(outputs.flood_quicklook), QUICKLOOK_SIDE)
+    footprint = None
+    if outputs.footprint:
+        footprint = write_footprint(products["mask"].read_whole(), scene.grid, files.add(outputs.footprint),
+                                    outputs.footprint)
     flood_sink = opened["flood"]
     return {"stats": stats, "mask_sink": opened["sinks"][0], "water": opened["water"].report(),
             "flood": flood_sink.tally.report() if flood_sink else None, "polygons": polygon_report,
-            "timings": timings}
+            "footprint": footprint, "timings": timings}
 
 
 def write_scene_polygons(path: Path, files: OutputSet, classes_product: RasterProduct, quantized: RasterProduct,

@@ -27,6 +27,7 @@ from lib.errors import InferenceError
 from lib.mapping import checks
 from lib.mapping.change import build_change_test, change_report
 from lib.mapping.flood import BeforeLayers
+from lib.mapping.layers import check_layer_inputs, check_uncertainty, provenance_tags
 from lib.mapping.methods import check_method, scene_mapper
 from lib.mapping.options import FUSE, TTA, UNITS, Plan, SceneOptions, SceneOutputs, check_options
 from lib.mapping.outputs import OutputSet, check_distinct
@@ -200,6 +201,10 @@ def open_layers(scene: Scene, plan: Plan, data: dict, warn: Callable) -> Layers:
         excluded = open_auxiliary(o.exclude, "exclusion", grid, 1, "nearest", warn)
         scene.closers.append(excluded.close)
         layers.excluded = excluded.reader
+    if o.dem:
+        dem = open_aligned(o.dem, grid, 1, "bilinear")
+        scene.closers.append(dem.close)
+        layers.dem = dem.reader
     return layers
 
 
@@ -219,12 +224,14 @@ def map_scene(model: nn.Module, data: dict, inputs: list[Path], outputs: SceneOu
     plan = Plan.resolve(o, data, bands)
     check_distinct(outputs.named(), {**{f"scene ({p.name})": p for p in inputs},
                                      **{f"pre-event ({p.name})": p for p in (o.pre or [])},
-                                     "reference water": o.reference_water, "exclusion": o.exclude,
+                                     "reference water": o.reference_water, "exclusion": o.exclude, "DEM": o.dem,
                                      "checkpoint": (model_info or {}).get("checkpoint")})
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 1024 * 1024):
         scene = Scene.open(inputs, bands, raster_bands, open_input_checked)
         try:
             check_output_kinds(outputs, is_georeferenced(scene.grid))
+            check_uncertainty(outputs, o.tta, bands)
+            check_layer_inputs(outputs, o, is_georeferenced(scene.grid))
             check_scene_values(scene, plan, data, warn)
             note_bands(scene, note)
             if outputs.flood and not (o.pre or o.reference_water):
@@ -236,7 +243,8 @@ def map_scene(model: nn.Module, data: dict, inputs: list[Path], outputs: SceneOu
             mapper, method = scene_mapper(o.method, model, db_sample, bands[0], data, o.baseline,
                                           (model_info or {}).get("checkpoint") or "the checkpoint")
             with OutputSet() as files:
-                result = write_products(mapper, scene, layers, plan, outputs, files)
+                result = write_products(mapper, scene, layers, plan, outputs, files,
+                                        provenance_tags(model_info, o, inputs, plan.temperature))
                 summary = scene_summary(result, scene, plan, outputs, model_info, started)
                 summary["method"] = method
                 if o.pre:
@@ -273,7 +281,9 @@ def scene_summary(result: dict, scene: Scene, plan: Plan, outputs: SceneOutputs,
             "reference_water": str(o.reference_water) if o.reference_water else None,
             "reference_threshold": o.reference_threshold, "min_area_m2": o.min_area_m2, "simplify_m": o.simplify_m,
             "exclude": str(o.exclude) if o.exclude else None,
+            "likelihood_temperature": plan.temperature, "dem": str(o.dem) if o.dem else None,
             "water": result["water"], "flood": result["flood"], "polygons": result["polygons"],
+            "footprint": result.get("footprint"),
             "timings": timings}
 
 

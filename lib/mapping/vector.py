@@ -1,15 +1,18 @@
 """Polygons of flood (or water) with true ground areas, written as GeoPackage or GeoJSON.
 
 One polygon per 4-connected region of a class, holes kept (rasterio.features.shapes on the region
-labels of cv2.connectedComponents), with attributes class, area_m2 and mean_probability. area_m2 is the
+labels of cv2.connectedComponents, every class in one pass), with attributes class, area_m2 and
+mean_probability. area_m2 is the
 area on the ground of the region's pixels: from the geometry in a projected CRS (times the CRS unit's
 size in metres), the geodesic area on the WGS84 ellipsoid (pyproj.Geod) in a geographic CRS. Regions
-below --min-area-m2 are dropped (counted); --simplify-m simplifies the outlines (in metres; in degrees
-of latitude in a geographic CRS), topology kept. GeoJSON is written in EPSG:4326 (RFC 7946), a
+below --min-area-m2 are dropped (counted); --simplify-m simplifies the outlines as a coverage (shared
+edges simplified once: neighbours never overlap; no outline moves more than --simplify-m, in pixels of
+the longest pixel side, so also in a geographic CRS). GeoJSON is written in EPSG:4326 (RFC 7946), a
 GeoPackage in the scene's CRS.
 
-The class raster and the probabilities (as uint8 in 1/250 steps) are read whole: 6 bytes per pixel
-(1 class, 1 probability, 4 labels) while polygonizing, 0.6 GB for a 10,000 x 10,000 scene.
+The class raster and the probabilities (as uint8 in 1/250 steps) are read whole: 10 bytes per pixel at
+most (1 class, 1 probability, 4 labels of all classes, 4 of the class being labelled) while
+polygonizing, 1 GB for a 10,000 x 10,000 scene.
 """
 from __future__ import annotations
 
@@ -60,44 +63,88 @@ def region_stats(labels: np.ndarray, count: int, probability: np.ndarray, row_ar
     return area, probability_sum / np.maximum(pixels, 1) / PROBABILITY_SCALE
 
 
+def region_labels(classes: np.ndarray, values: dict[int, str]) -> tuple[np.ndarray, np.ndarray]:
+    """(int32 labels of the 4-connected regions of every class in `values`, numbered on from one class to
+    the next, 0 elsewhere; the class of each label)."""
+    import cv2
+    combined = np.zeros(classes.shape, np.int32)
+    kinds = [0]
+    for value in values:
+        count, labels = cv2.connectedComponents((classes == value).view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
+        np.add(labels, len(kinds) - 1, out=labels, where=labels > 0)
+        np.maximum(combined, labels, out=combined)
+        kinds += [value] * (count - 1)
+        del labels
+    return combined, np.asarray(kinds, np.int32)
+
+
+def pixel_sides_m(grid: dict, row0: int, row1: int) -> tuple[np.ndarray, float]:
+    """(east-west side in metres of the pixels of each row, north-south side in metres)."""
+    transform, crs = grid["transform"], grid["crs"]
+    dx, dy = abs(transform.a), abs(transform.e)
+    if crs is not None and crs.is_geographic:
+        lat = transform.f + transform.e * (np.arange(row0, row1) + 0.5)
+        return dx * METRES_PER_DEGREE * np.cos(np.radians(lat)), dy * METRES_PER_DEGREE
+    factor = crs.linear_units_factor[1] if crs is not None else 1.0
+    return np.full(row1 - row0, dx * factor), dy * factor
+
+
+def simplify_coverage(geometries: np.ndarray, tolerance: float) -> np.ndarray:
+    """Topology-preserving simplification of polygons that share boundaries (shapely.coverage_simplify:
+    each shared edge simplified once, so neighbours never overlap nor open gaps). Its tolerance is not a
+    distance, so it is lowered until no outline moves more than `tolerance` (Hausdorff distance); each try
+    costs a whole simplification."""
+    import shapely
+    attempt = tolerance
+    for _ in range(12):
+        simplified = shapely.coverage_simplify(geometries, attempt)
+        if float(np.max(shapely.hausdorff_distance(geometries, simplified, densify=0.25))) <= tolerance:
+            return simplified
+        attempt *= 0.7
+    return geometries
+
+
 def polygonize(classes: np.ndarray, probability: np.ndarray, grid: dict, values: dict[int, str],
                min_area_m2: float = 0.0, simplify_m: float = 0.0):
     """(GeoDataFrame of class, area_m2, mean_probability, geometry for the regions of `values` in
-    `classes`, number of regions dropped below min_area_m2). probability: uint8 p * PROBABILITY_SCALE."""
-    import cv2
+    `classes`, number of regions dropped below min_area_m2). probability: uint8 p * PROBABILITY_SCALE.
+    The regions of every class are traced in one pass, in pixel coordinates, so neighbours share their
+    edges vertex for vertex (a valid coverage) and --simplify-m (metres; in pixels of the longest pixel
+    side) simplifies each shared edge once; then they are placed on the grid."""
     import geopandas as gpd
     import shapely
     from rasterio.features import shapes
     if not is_georeferenced(grid):
         raise InferenceError("polygons need a georeferenced scene (a CRS and a transform)")
     crs, transform = grid["crs"], grid["transform"]
-    row_areas = pixel_area_rows(grid, 0, classes.shape[0])
-    kinds, means, geometries, dropped = [], [], [], 0
-    for value in values:
-        count, labels = cv2.connectedComponents((classes == value).view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
-        if count <= 1:
-            continue
-        pixel_area, mean_probability = region_stats(labels, count, probability, row_areas)
-        # a cheap first cut on the pixels' area, so tiny regions are never turned into polygons
-        keep = pixel_area >= min_area_m2 * (1 - 1e-6)
-        keep[0] = False  # label 0: the background
-        dropped += int(count - 1 - keep[1:].sum())
-        for geometry, label in shapes(labels, mask=keep[labels], connectivity=4, transform=transform):
-            geometries.append(shapely.geometry.shape(geometry))
-            kinds.append(value)
-            means.append(mean_probability[int(label)])
-        del labels
-    geometries = np.asarray(geometries, dtype=object)
+    labels, kinds = region_labels(classes, values)
+    pixel_area, mean_probability = region_stats(labels, len(kinds), probability,
+                                                pixel_area_rows(grid, 0, classes.shape[0]))
+    # a cheap first cut on the pixels' area, so tiny regions are never turned into polygons
+    keep = pixel_area >= min_area_m2 * (1 - 1e-6)
+    keep[0] = False  # label 0: the background
+    dropped = int(len(kinds) - 1 - keep[1:].sum())
+    traced = [(shapely.geometry.shape(geometry), int(label))
+              for geometry, label in shapes(labels, mask=keep[labels], connectivity=4)]
+    del labels
+    pixels = np.asarray([g for g, _ in traced], dtype=object)
+    found = np.asarray([label for _, label in traced], np.int64)
+    affine = np.array([[transform.a, transform.b], [transform.d, transform.e]])
+    offset = np.array([transform.c, transform.f])
+    geometries = shapely.transform(pixels, lambda xy: xy @ affine.T + offset) if len(pixels) else pixels
     areas = geometry_areas(geometries, crs) if len(geometries) else np.zeros(0)
     kept = areas >= min_area_m2  # the exact test, on the area of the region's own outline
     dropped += int((~kept).sum())
-    geometries = geometries[kept]
-    if simplify_m > 0 and len(geometries):
-        tolerance = simplify_m / METRES_PER_DEGREE if crs.is_geographic else simplify_m / crs.linear_units_factor[1]
-        geometries = shapely.simplify(geometries, tolerance, preserve_topology=True)
-    frame = gpd.GeoDataFrame({"class": np.asarray(kinds, np.int32)[kept] if kinds else np.zeros(0, np.int32),
-                              "area_m2": areas[kept],
-                              "mean_probability": np.asarray(means, np.float64)[kept] if means else np.zeros(0)},
+    if simplify_m > 0 and kept.any():
+        ew, ns = pixel_sides_m(grid, 0, classes.shape[0])
+        # a vertex at every pixel corner, so neighbours' shared edges match vertex for vertex (GDAL's
+        # outlines skip the corners where only the other side turns)
+        pixels = simplify_coverage(shapely.segmentize(pixels[kept], 1.0), simplify_m / max(float(ew.max()), ns))
+        geometries = shapely.transform(pixels, lambda xy: xy @ affine.T + offset)
+    else:
+        geometries = geometries[kept]
+    frame = gpd.GeoDataFrame({"class": kinds[found[kept]], "area_m2": areas[kept],
+                              "mean_probability": mean_probability[found[kept]].astype(np.float64)},
                              geometry=gpd.GeoSeries(list(geometries), crs=crs), crs=crs)
     return frame, dropped
 

@@ -1,0 +1,94 @@
+"""Advisory flags of a scene (predict.py --flags): uint8 bits, 0 where nothing is to be said.
+
+    1  no-data: the input has no valid value (NaN/inf, the nodata value, power or amplitude <= 0)
+    2  low backscatter contrast: a water pixel in a block of BLOCK x BLOCK px (on a fixed grid from the
+       scene's top-left corner) where the mean backscatter of the water pixels is less than CONTRAST_DB
+       below that of the land pixels (both at least MIN_SHARE of the block's valid pixels): the mapping
+       leans on the model more than on a dark surface (flooded vegetation, wet snow, rough water)
+    4  steep slope: the DEM (--dem, any grid, read bilinear on the scene's) is steeper than STEEP_SLOPE_DEG:
+       radar shadow and layover, and terrain floods rarely stand on
+    8  excluded: non-zero in --exclude
+
+Backscatter is the first band's, in dB within the checkpoint's normalization range (the model's input
+times the range's span; values outside the range count as its ends).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from lib.mapping.vector import pixel_sides_m
+
+NO_DATA, LOW_CONTRAST, STEEP_SLOPE, EXCLUDED = 1, 2, 4, 8
+BLOCK = 64
+CONTRAST_DB = 3.0
+MIN_SHARE = 0.05
+STEEP_SLOPE_DEG = 5.0
+
+
+def low_contrast(water: np.ndarray, valid: np.ndarray, db: np.ndarray, block: int = BLOCK,
+                 contrast_db: float = CONTRAST_DB, min_share: float = MIN_SHARE) -> np.ndarray:
+    """Water pixels of the blocks (block x block, from column 0; rows as given) whose water is less than
+    contrast_db darker than their land."""
+    flagged = np.zeros(water.shape, bool)
+    for c0 in range(0, water.shape[1], block):
+        w, v, d = water[:, c0:c0 + block], valid[:, c0:c0 + block], db[:, c0:c0 + block]
+        wet, dry = w & v, ~w & v
+        least = min_share * max(int(v.sum()), 1)
+        if wet.sum() < max(least, 1) or dry.sum() < max(least, 1):
+            continue
+        if d[dry].mean() - d[wet].mean() < contrast_db:
+            flagged[:, c0:c0 + block] = wet
+    return flagged
+
+
+def slope_degrees(dem, grid: dict, row0: int, row1: int) -> np.ndarray:
+    """Slope of rows [row0, row1) from the DEM reader, with one row of context on each side."""
+    top, bottom = max(row0 - 1, 0), min(row1 + 1, grid["height"])
+    height = dem.read(top, bottom).astype(np.float64)
+    if height.shape[0] < 2 or height.shape[1] < 2:
+        return np.zeros((row1 - row0, height.shape[1]))
+    dx, dy = pixel_sides_m(grid, top, bottom)
+    d_row, d_col = np.gradient(height)
+    slope = np.degrees(np.arctan(np.hypot(d_col / dx[:, None], d_row / dy)))
+    return slope[row0 - top:row0 - top + (row1 - row0)]
+
+
+class FlagsWriter:
+    """Collects finished strips until whole BLOCK-row blocks are there (the contrast test is per block),
+    then writes their flags; closing it closes `writer`. reader / preprocess: the scene's, for the backscatter; span_db: the first
+    band's normalization span; dem: a reader on the grid or None."""
+
+    def __init__(self, writer, reader, preprocess, span_db: float, grid: dict, dem=None, block: int = BLOCK):
+        self.writer, self.reader, self.preprocess, self.span_db = writer, reader, preprocess, span_db
+        self.grid, self.dem, self.block = grid, dem, block
+        self.pending: list[tuple] = []
+        self.start = self.count = 0
+
+    def add(self, row0: int, water: np.ndarray, input_invalid: np.ndarray, excluded: np.ndarray) -> None:
+        self.pending.append((water, input_invalid, excluded))
+        self.count += len(water)
+        if self.count >= self.block:
+            self._flush(self.count - self.count % self.block)
+
+    def _flush(self, n: int) -> None:
+        if n <= 0:
+            return
+        water, invalid, excluded = (np.concatenate(parts) for parts in zip(*self.pending))
+        row0, row1 = self.start, self.start + n
+        raw = self.reader.read(row0, row1)
+        image, _ = self.preprocess(raw[0] if raw.ndim == 3 else raw)
+        flags = np.where(invalid[:n], NO_DATA, 0).astype(np.uint8)
+        valid = ~invalid[:n] & ~excluded[:n]
+        flags[low_contrast(water[:n] & valid, valid, image * self.span_db, self.block)] |= LOW_CONTRAST
+        if self.dem is not None:
+            flags[slope_degrees(self.dem, self.grid, row0, row1) > STEEP_SLOPE_DEG] |= STEEP_SLOPE
+        flags[excluded[:n]] |= EXCLUDED
+        self.writer.write(row0, flags)
+        rest = (water[n:], invalid[n:], excluded[n:])
+        self.pending = [rest] if len(rest[0]) else []
+        self.start, self.count = row1, self.count - n
+
+    def close(self) -> None:
+        """Write the last rows (a part block) and close the writer underneath."""
+        self._flush(self.count)
+        self.writer.close()
