@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.errors import InferenceError, ReportedError
+from lib.errors import InferenceError
 from lib.mapping.calibration import calibrate, fit_temperature, reliability, reliability_plot
 
 
@@ -73,15 +73,12 @@ def leave_one_out(scenes: list[tuple]) -> dict:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    try:
-        from lib.bench.onnx_model import load_model_any
-        model, checkpoint = load_model_any(args.checkpoint, "cpu")
-        pairs = [tuple(Path(part) for part in text.rsplit(":", 1)) for text in args.pairs]
-        if any(len(pair) != 2 for pair in pairs):
-            raise InferenceError("give each scene and its label as SCENE:LABEL")
-        scenes = [scene_pixels(model, checkpoint["data"], s, l, args.band, args.raster_band) for s, l in pairs]
-    except ReportedError as error:
-        raise SystemExit(f"error: {error}") from None
+    from lib.bench.onnx_model import load_model_any
+    model, checkpoint = load_model_any(args.checkpoint, "cpu")
+    pairs = [tuple(Path(part) for part in text.rsplit(":", 1)) for text in args.pairs]
+    if any(len(pair) != 2 for pair in pairs):
+        raise InferenceError("give each scene and its label as SCENE:LABEL")
+    scenes = [scene_pixels(model, checkpoint["data"], s, l, args.band, args.raster_band) for s, l in pairs]
     p, y = np.concatenate([s[0] for s in scenes]), np.concatenate([s[1] for s in scenes])
     temperature = fit_temperature(p, y)
     report = {"checkpoint": str(args.checkpoint), "temperature": temperature, "pixels": int(len(p)),

@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lib.errors import InferenceError, ReportedError
+from lib.errors import InferenceError
 from lib.mapping.composite import parse_dated, write_composite
 
 
@@ -31,14 +31,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    try:
-        dated = [parse_dated(text) for text in args.floods]
-        for path, _ in dated:
-            if not path.is_file():
-                raise InferenceError(f"{path}: flood raster not found")
-        report = write_composite(dated, args.extent, args.first_date)
-    except ReportedError as error:
-        raise SystemExit(f"error: {error}") from None
+    dated = [parse_dated(text) for text in args.floods]
+    for path, _ in dated:
+        if not path.is_file():
+            raise InferenceError(f"{path}: flood raster not found")
+    report = write_composite(dated, args.extent, args.first_date)
     pixels = report["pixels"]
     print(f"{len(dated)} dates {', '.join(map(str, report['dates']))}: flood on any date {pixels['flood']:,} px, "
           f"water before {pixels['water_before']:,} px, dry {pixels['dry']:,} px, never seen "

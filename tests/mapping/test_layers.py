@@ -7,6 +7,8 @@ import json
 
 import numpy as np
 import pytest
+
+from lib.errors import ReportedError
 import rasterio
 from affine import Affine
 from rasterio.warp import Resampling, reproject
@@ -245,7 +247,7 @@ def test_composite_of_two_dates(tmp_path):
     assert report["pixels"]["flood"] == int((expected == FLOOD).sum())
     for path in ("max.tif", "first.tif"):
         assert cog_validate(str(tmp_path / path), quiet=True)[0]
-    with pytest.raises(SystemExit, match="PATH@YYYY-MM-DD"):
+    with pytest.raises(ReportedError, match="PATH@YYYY-MM-DD"):  # lib.cli.run prints it as one error: line
         composite.main([str(tmp_path / "max2.tif"), str(tmp_path / "b.tif"), str(tmp_path / "b.tif")])
 
 
