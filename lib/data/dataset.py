@@ -150,21 +150,25 @@ def index_split(root: Path | str, split: str, bands: Sequence[str], image_size: 
 
 def check_label_values(index: SplitIndex, folder: Path) -> None:
     """Refuse a split whose labels cannot be what they seem: no valid pixel (0 or 1) at all, or no water (1)
-    anywhere while 255 is common, the signature of masks saved as 0/255 (255 is no-data here, so such a split
-    would train and score with no water: IoU 1.000 of nothing)."""
+    anywhere while 255 lies on valid image pixels, the signature of masks saved as 0/255 (255 is no-data here,
+    so such a split would train and score with no water: IoU 1.000 of nothing). A dry split whose 255 pixels
+    are where the image has no data too (a real chip without water, e.g. STAC Overflow's) is what it seems."""
     counts = Counter()
-    for _, _, label_path in index.patches:
+    for _, band_paths, label_path in index.patches:
         raw = np.asarray(read_npy(label_path, header_only=True))
         counts["1"] += int(np.count_nonzero(raw == 1))
         counts["0"] += int(np.count_nonzero(raw == 0))
         counts["255"] += int(np.count_nonzero(raw == 255))
         counts["all"] += raw.size
+        if (raw == 255).any():  # 255 under image data: a mask's water; under no data: the no-data it says
+            image = np.asarray(read_npy(next(iter(band_paths.values())), header_only=True))
+            counts["255 on data"] += int(np.count_nonzero((raw == 255) & np.isfinite(image)))
     found = f"0: {counts['0']:,} px, 1: {counts['1']:,} px, 255: {counts['255']:,} px, other: " \
             f"{counts['all'] - counts['0'] - counts['1'] - counts['255']:,} px"
     meaning = "labels are 1 water, 0 not water, anything else no-data"
     if counts["0"] + counts["1"] == 0:
         raise DataError(f"{folder}: no label pixel is 0 or 1 ({found}): nothing to train or score; {meaning}")
-    if counts["1"] == 0 and counts["255"] > 0:
+    if counts["1"] == 0 and counts["255 on data"] > counts["255"] // 2:
         raise DataError(f"{folder}: no label pixel is 1 (water) but {counts['255']:,} are 255 ({found}): these look "
                         f"like masks saved as 0/255, whose 255 would be read as no-data; {meaning}: convert them "
                         f"(255 -> 1, e.g. np.save(path, (mask == 255).astype(np.uint8)))")

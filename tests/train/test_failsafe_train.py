@@ -53,6 +53,17 @@ def test_a_dry_split_with_true_nodata_but_some_water_elsewhere_is_accepted(tiny_
     assert len(BandPatchDataset(root, "train", ("VV",), train=True, image_size=64, preload=False)) > 0
 
 
+def test_a_dry_split_whose_255_is_where_the_image_has_no_data_is_accepted(tiny_data, tmp_path):
+    # a real chip without water (STAC Overflow's awc00): labels 0 and 255, the 255 exactly where the image is NaN
+    root = Path(shutil.copytree(tiny_data, tmp_path / "data"))
+    for label_path in (root / "val" / "lab").glob("*.npy"):
+        missing = np.arange(64)[None, :].repeat(64, 0) < 20
+        np.save(label_path, np.where(missing, 255, 0).astype(np.uint8))
+        for image_path in (root / "val" / "img").glob(f"{label_path.stem}_*.npy"):
+            np.save(image_path, np.where(missing, np.nan, np.load(image_path)).astype(np.float32))
+    assert len(BandPatchDataset(root, "val", ("VV",), train=False, image_size=64, preload=False)) > 0
+
+
 def test_a_training_run_on_0_255_labels_stops_before_the_first_epoch(tiny_data, tmp_path):
     from lib.train.engine import train
     root = relabel(tiny_data, tmp_path, "val", lambda label: (label == 1).astype(np.uint8) * 255)
