@@ -11,6 +11,7 @@ the running statistics as a plain average over up to `max_batches` training batc
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from lib.runtime import autocast
@@ -45,5 +46,19 @@ def refresh_batchnorm(model: nn.Module, loader, device: torch.device, precision:
             break
     for layer, momentum in zip(layers, momenta):
         layer.momentum = momentum
+    if dist.is_available() and dist.is_initialized():
+        pool_across_ranks(layers)
     model.train(was_training)
     return used
+
+
+def pool_across_ranks(layers: list[nn.modules.batchnorm._BatchNorm]) -> None:
+    """Under torchrun each rank saw its own shard: pool the moments (every rank the same number of batches),
+    so that every rank validates, and rank 0 saves, one and the same model."""
+    world = dist.get_world_size()
+    for layer in layers:
+        second = layer.running_var + layer.running_mean ** 2  # E[x^2] of this rank
+        dist.all_reduce(layer.running_mean)
+        dist.all_reduce(second)
+        layer.running_mean /= world
+        layer.running_var.copy_(second / world - layer.running_mean ** 2)
