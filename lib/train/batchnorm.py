@@ -5,7 +5,7 @@ weights far each step. BatchNorm's running statistics are an exponential average
 batch statistics of about the last ten steps, i.e. of weights several epochs old: in eval mode such a model
 gave a constant answer (all land, p 0.29..0.51) on the very training patches on which, with batch statistics,
 it scored IoU 0.62 (docs/real-sar.md#the-collapse). Before each validation the engine therefore recomputes
-the running statistics as a plain average over up to `max_batches` training batches of the current weights
+the running statistics as a plain average over up to `max_batches` (4) training batches of the current weights
 (Precise BN, as in Detectron2 and torch.optim.swa_utils.update_bn). Models without BatchNorm are untouched.
 """
 from __future__ import annotations
@@ -16,7 +16,10 @@ from torch import nn
 
 from lib.runtime import autocast
 
-MAX_BATCHES = 16  # enough for a stable average; bounds the cost on large splits (a forward pass each, no backward)
+# a forward pass each, no backward: 4 batches hold every patch of a few chips (16 patches in batches of 4 or
+# more) and millions of pixels per channel on a large split, at a quarter of an epoch's forward passes of the
+# quick start (15 batches of 8)
+MAX_BATCHES = 4
 
 
 def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
