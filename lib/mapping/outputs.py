@@ -6,17 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from lib.checkpoint import same_file
 from lib.errors import InferenceError, OutputError
-
-
-def same_file(a: Path, b: Path) -> bool:
-    """True when two paths name one file (also through links or different spellings)."""
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def check_distinct(outputs: dict[str, Path | None], inputs: dict[str, Path | None]) -> None:
