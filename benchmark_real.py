@@ -17,6 +17,15 @@ share and left out of the IoU means. Writes benchmark_real.csv, .json, .md (the 
 Every NAME=value that is not one of this script's constants goes to the training script of every fold
 (TRAIN_BANDS, EPOCHS, BCE_WEIGHT, ...). A fold whose score.json matches the command is skipped; one with
 an unfinished run continues with RESUME=1.
+
+Which method maps each chip best: METHODS=model,threshold,ensemble also maps every held-out chip whole (its
+patches put back together) as predict.py maps a scene, with each `--method`, each backscatter band alone
+(lib/bench/chip_methods.py), and writes benchmark_real_methods.md and .json (per chip and pooled IoU).
+CHECKPOINT=path scores one model trained elsewhere (a demo-trained one, say) on every chip instead of
+training folds.
+
+    python benchmark_real.py /tmp/real5 TRAIN_BANDS=VV,VH EPOCHS=40 METHODS=model,threshold,ensemble
+    python benchmark_real.py /tmp/real5 CHECKPOINT=runs/pspnet/best.pt METHODS=model,threshold,ensemble OUTPUT_DIR=runs/demo_methods
 """
 from __future__ import annotations
 
@@ -39,10 +48,12 @@ CHIPS = None                 # None: hold out every chip in turn; "a,b": only th
 RESUME = False               # continue folds whose run stopped before its last epoch
 DEVICE = "auto"              # for scoring; the training script has its own DEVICE
 BATCH_SIZE = 32              # for scoring
+METHODS = None               # "model,threshold,ensemble": also map each chip whole with these predict.py --method values
+CHECKPOINT = None            # a model trained elsewhere, scored on every chip (no fold trained)
 FOLD_DEFAULTS = {"TRAIN_BANDS": "VV,VH",          # the bands every real chip has
                  "PATIENCE": "1000000", "PLATEAU_PATIENCE": "1000000"}  # the held-out chip must not steer training
 OWN = {"SCRIPT": SCRIPT, "OUTPUT_DIR": OUTPUT_DIR, "GROUP_BY": GROUP_BY, "CHIPS": CHIPS, "RESUME": RESUME,
-       "DEVICE": DEVICE, "BATCH_SIZE": BATCH_SIZE}
+       "DEVICE": DEVICE, "BATCH_SIZE": BATCH_SIZE, "METHODS": METHODS, "CHECKPOINT": CHECKPOINT}
 
 
 def script_names(script: Path) -> set[str]:
@@ -79,7 +90,31 @@ def parse_argv(argv: list[str]) -> tuple[Path, dict, dict]:
     if unknown:
         raise ConfigError(f"{', '.join(unknown)}: not a constant of {script} nor of benchmark_real.py "
                           f"({', '.join(OWN)})")
-    return Path(argv[0]), {**own, "SCRIPT": str(script)}, {**FOLD_DEFAULTS, **passed}
+    if own["CHECKPOINT"] is not None:
+        if passed:
+            raise ConfigError(f"{', '.join(passed)}: CHECKPOINT={own['CHECKPOINT']} scores a trained model; "
+                              f"no fold is trained, so there is no training script to pass them to")
+        if not Path(str(own["CHECKPOINT"])).is_file():
+            raise ConfigError(f"CHECKPOINT={own['CHECKPOINT']!r}: no such file")
+    return Path(argv[0]), {**own, "SCRIPT": str(script), "METHODS": method_names(own["METHODS"])}, \
+        {**FOLD_DEFAULTS, **passed}
+
+
+def method_names(methods) -> list[str] | None:
+    """METHODS as a list of predict.py --method values (None: no method table)."""
+    if methods is None:
+        return None
+    from lib.mapping.methods import METHODS as KNOWN
+    names = [m.strip() for m in (methods if isinstance(methods, (list, tuple)) else str(methods).split(",")) if m.strip()]
+    unknown = [m for m in names if m not in KNOWN]
+    if unknown or not names:
+        raise ConfigError(f"METHODS={methods!r}: give predict.py methods separated by commas ({','.join(KNOWN)})")
+    return names
+
+
+def fold_checkpoint(fold: Path, own: dict) -> Path:
+    """The model scored on the fold's held-out chip: CHECKPOINT, else the fold's last epoch."""
+    return Path(str(own["CHECKPOINT"])) if own["CHECKPOINT"] is not None else fold / "run" / "last.pt"
 
 
 def selected(groups: dict, chips) -> list[str]:
@@ -124,7 +159,7 @@ def score_fold(fold: Path, own: dict) -> dict:
     from lib.bench.onnx_model import load_model_any
     from lib.runtime import resolve_device
     from lib.train.baseline import fit_thresholds, otsu_counts, recorded_thresholds, threshold_counts
-    device, path = resolve_device(str(own["DEVICE"])), fold / "run" / "last.pt"
+    device, path = resolve_device(str(own["DEVICE"])), fold_checkpoint(fold, own)
     model, checkpoint = load_model_any(path, device)
     dataset, bands = checkpoint_split(checkpoint, fold / "data", "val", None)
     row = evaluate_checkpoint(model, checkpoint, path, dataset, bands, fold / "data", "val", int(own["BATCH_SIZE"]), device)
@@ -138,25 +173,47 @@ def score_fold(fold: Path, own: dict) -> dict:
             "thresholds": {b: t.describe(b) for b, (t, _) in thresholds.items()}, "counts": counts}
 
 
+def with_methods(record: dict, groups: dict, chip: str, fold: Path, own: dict) -> dict:
+    """The fold's record with its chip mapped whole by each of METHODS (added to score.json once)."""
+    methods = own["METHODS"]
+    if not methods or (record.get("methods") or {}).get("names") == methods:
+        return record
+    from lib.bench.chip_methods import map_chip, method_bands
+    from lib.bench.onnx_model import load_model_any
+    path = fold_checkpoint(fold, own)
+    model, checkpoint = load_model_any(path, "cpu")
+    bands = method_bands(groups, checkpoint["data"])
+    print(f"{chip}: mapping the whole chip with --method {', '.join(methods)} ({', '.join(bands)}, each alone)",
+          flush=True)
+    record["methods"] = {"names": methods, **map_chip(model, checkpoint, path, groups[chip], bands, methods)}
+    (fold / "score.json").write_text(json.dumps(record, indent=2))
+    return record
+
+
 def run_fold(groups: dict, chip: str, script: Path, own: dict, passed: dict) -> dict:
     fold = Path(str(own["OUTPUT_DIR"])) / chip
     record_path = fold / "score.json"
-    settings = {"script": str(script), "passed": passed, "train_chips": sorted(g for g in groups if g != chip),
-                "patches": {g: [p.patch_id for p in patches] for g, patches in groups.items()}}
+    patches = {g: [p.patch_id for p in patches] for g, patches in groups.items()}
+    settings = ({"checkpoint": str(own["CHECKPOINT"]), "patches": patches} if own["CHECKPOINT"] is not None else
+                {"script": str(script), "passed": passed, "train_chips": sorted(g for g in groups if g != chip),
+                 "patches": patches})
     if record_path.exists():
         record = json.loads(record_path.read_text())
         if record.get("settings") == settings:
             print(f"{chip}: complete ({record_path}), skipped", flush=True)
-            return record
+            return with_methods(record, groups, chip, fold, own)
         raise ConfigError(f"{record_path}: this fold was run with other settings (script, constants or data); "
                           f"choose another OUTPUT_DIR, or delete {fold} to run it again")
     sizes = link_fold(groups, chip, fold / "data")
-    print(f"{chip}: training on {sizes['train']} patches of {len(groups) - 1} other chips, "
-          f"held-out {sizes['val']} patches", flush=True)
-    train_fold(script, fold, passed, bool(own["RESUME"]))
+    if own["CHECKPOINT"] is None:
+        print(f"{chip}: training on {sizes['train']} patches of {len(groups) - 1} other chips, "
+              f"held-out {sizes['val']} patches", flush=True)
+        train_fold(script, fold, passed, bool(own["RESUME"]))
+    else:
+        print(f"{chip}: scoring {own['CHECKPOINT']} on its {sizes['val']} patches (no fold trained)", flush=True)
     record = {"chip": chip, "settings": settings, **score_fold(fold, own)}
     record_path.write_text(json.dumps(record, indent=2))
-    return record
+    return with_methods(record, groups, chip, fold, own)
 
 
 def main(argv=None) -> dict:
@@ -165,16 +222,35 @@ def main(argv=None) -> dict:
     groups = find_groups(root, str(own["GROUP_BY"]))
     chips = selected(groups, own["CHIPS"])
     out = Path(str(own["OUTPUT_DIR"]))
-    print(f"{own['SCRIPT']}: {len(chips)} held-out chip(s) of {len(groups)} in {root} -> {out}/<chip>; "
-          f"passed to every fold: {' '.join(f'{k}={v}' for k, v in passed.items())}", flush=True)
+    if own["CHECKPOINT"] is None:
+        print(f"{own['SCRIPT']}: {len(chips)} held-out chip(s) of {len(groups)} in {root} -> {out}/<chip>; "
+              f"passed to every fold: {' '.join(f'{k}={v}' for k, v in passed.items())}", flush=True)
+    else:
+        print(f"{own['CHECKPOINT']}: scored on {len(chips)} chip(s) of {len(groups)} in {root} -> {out}/<chip>",
+              flush=True)
     folds = {chip: run_fold(groups, chip, Path(str(own["SCRIPT"])), own, passed) for chip in chips}
     summary = summarize(folds)
     print("\n" + markdown(summary))
     settings = {"data_root": str(root), **own, "passed": passed,
                 "command": shlex.join(["python", "benchmark_real.py", *argv])}
     paths = write_outputs(summary, out, settings)
+    if own["METHODS"]:
+        paths += write_methods(folds, own["METHODS"], out, settings)
     print(f"wrote {', '.join(map(str, paths))}")
     return summary
+
+
+def write_methods(folds: dict, methods: list[str], out: Path, settings: dict) -> list[Path]:
+    """benchmark_real_methods.md and .json: each chip mapped whole by each method."""
+    from lib.bench.chip_methods import methods_markdown, summarize_methods
+    from lib.bench.chip_table import finite
+    summary = summarize_methods({chip: fold["methods"] for chip, fold in folds.items()}, methods)
+    text = methods_markdown(summary)
+    print("\n" + text)
+    paths = [out / "benchmark_real_methods.md", out / "benchmark_real_methods.json"]
+    paths[0].write_text(text + "\n")
+    paths[1].write_text(json.dumps(finite({"settings": settings, **summary}), indent=2, allow_nan=False))
+    return paths
 
 
 if __name__ == "__main__":

@@ -193,3 +193,71 @@ def test_the_five_chips_recipe_keeps_chip_ids(tmp_path):
     groups = find_groups(tmp_path / "real")
     assert sorted(groups) == ["Spain_7370579", "awc00", "jja10"] and all(len(p) == 4 for p in groups.values())
     assert sorted(groups["Spain_7370579"][0].bands) == ["VH", "VV"]
+
+
+def test_stitch_puts_patches_back_at_their_windows(chips_root, tmp_path):
+    from lib.bench.chip_methods import stitch
+    from lib.bench.chips import Patch
+    patches = []
+    for patch_id, value in (("c_r0c0", -10.0), ("c_r1c1", -20.0)):   # r0c1 and r1c0 missing: no-data there
+        np.save(tmp_path / f"{patch_id}.npy", np.full((2, 3), 1, np.uint8))
+        np.save(tmp_path / f"{patch_id}_VV.npy", np.full((2, 3), value, np.float32))
+        patches.append(Patch(patch_id, tmp_path / f"{patch_id}.npy", {"VV": tmp_path / f"{patch_id}_VV.npy"}))
+    image, label = stitch(patches, "VV")
+    assert image.shape == label.shape == (4, 6)
+    assert (image[:2, :3] == -10).all() and (image[2:, 3:] == -20).all() and np.isnan(image[:2, 3:]).all()
+    assert (label[2:, :3] == 255).all() and (label[:2, :3] == 1).all()
+
+
+@pytest.fixture(scope="module")
+def methods_run(bench_run, chips_root):
+    """The complete folds of bench_run, run again with METHODS: no fold is trained again."""
+    out, _ = bench_run
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("a complete fold was trained again"))
+        benchmark_real.main([str(chips_root), f"OUTPUT_DIR={out}", *TINY, "METHODS=model,threshold,ensemble"])
+    return out, json.loads((out / "benchmark_real_methods.json").read_text())
+
+
+def test_methods_map_each_chip_whole(methods_run, chips_root):
+    out, document = methods_run
+    assert document["bands"] == ["VV", "VH"] and document["methods"] == ["model", "threshold", "ensemble"]
+    assert "| pooled over 3 chips |" in (out / "benchmark_real_methods.md").read_text()
+    groups = find_groups(chips_root)
+    for chip, patches in groups.items():
+        record = json.loads((out / chip / "score.json").read_text())["methods"]
+        label = np.concatenate([np.load(p.label) for p in sorted(patches, key=lambda p: p.patch_id)], axis=1)
+        for band in ("VV", "VH"):
+            for method in ("model", "threshold", "ensemble"):   # every labelled pixel of the chip scored once
+                assert sum(record["counts"][method][band]) == label.size
+            # the threshold method's mask is the chip's backscatter below the threshold it recorded
+            image = np.concatenate([np.load(p.bands[band]) for p in sorted(patches, key=lambda p: p.patch_id)], axis=1)
+            water, truth = image < record["thresholds"][band]["threshold_db"], label == 1
+            assert record["counts"]["threshold"][band] == [int((water & truth).sum()), int((water & ~truth).sum()),
+                                                           int((~water & truth).sum()), int((~water & ~truth).sum())]
+    pooled = document["table"]["VH"]["pooled_counts"]["threshold"]
+    assert pooled == np.sum([json.loads((out / c / "score.json").read_text())["methods"]["counts"]["threshold"]["VH"]
+                             for c in CHIPS], axis=0).tolist()
+    assert document["table"]["VH"]["pooled"]["threshold"]["iou"] > 0.9   # the chips are separable at one level
+
+
+def test_checkpoint_is_scored_on_every_chip_without_training(bench_run, chips_root, tmp_path, monkeypatch):
+    out, _ = bench_run
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("CHECKPOINT trains no fold"))
+    given = out / "lake" / "run" / "last.pt"
+    summary = benchmark_real.main([str(chips_root), f"OUTPUT_DIR={tmp_path / 'given'}", f"CHECKPOINT={given}",
+                                   "METHODS=threshold"])
+    assert sorted(r["chip"] for r in summary["rows"] if r["band"] == "VV") == sorted(CHIPS)
+    record = json.loads((tmp_path / "given" / "dry" / "score.json").read_text())
+    assert record["settings"]["checkpoint"] == str(given) and record["methods"]["names"] == ["threshold"]
+    assert not (tmp_path / "given" / "dry" / "run").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["METHODS=model,magic"], "METHODS='model,magic': give predict.py methods"),
+    (["CHECKPOINT=/nonexistent/best.pt"], "no such file"),
+    (["CHECKPOINT=/nonexistent/best.pt", "EPOCHS=3"], "EPOCHS: CHECKPOINT"),
+])
+def test_bad_methods_or_checkpoint_is_one_error(chips_root, args, message):
+    with pytest.raises(ConfigError, match=message):
+        benchmark_real.main([str(chips_root), *args])
