@@ -76,7 +76,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, help=f"tiles per forward pass (default {BATCH_SIZE['cpu']} on CPU, "
                                                          f"{BATCH_SIZE['cuda']} on CUDA)")
     parser.add_argument("--method", default=METHOD, help="model, threshold (per-scene split of the band's "
-                        f"histogram) or ensemble (both; docs/flood-mapping.md); default {METHOD}")
+                        f"histogram) or ensemble (both); default {METHOD}, the best with a checkpoint trained on real "
+                        f"SAR; with a demo-trained one, threshold on VH maps better (docs/flood-mapping.md)")
     parser.add_argument("--threshold", type=float, default=THRESHOLD, help=f"probability threshold ({THRESHOLD})")
     parser.add_argument("--probability", type=Path, help="also write float32 water probabilities here")
     parser.add_argument("--quicklook", type=Path, help="PNG quick-look (default OUTPUT with .png)")
