@@ -8,7 +8,11 @@ classifications alone call flood wherever they happen to disagree, even where no
           scene did not change, so the median and the robust spread (1.4826 x MAD) of the log-ratio describe
           "no change" (speckle, a calibration offset between the dates); the threshold is
           median - AUTO_SIGMAS x spread, and at most AUTO_MAX_DB (a halving of the backscatter is the least
-          decrease called significant, also on a scene whose dates have identical pixels: spread 0)
+          decrease called significant, also on a scene whose dates have identical pixels: spread 0); and
+          where both classifications are confident (water now with probability >= CONFIDENT, before <=
+          1 - CONFIDENT) that least decrease, AUTO_MAX_DB, suffices: the fit guards against speckle, and a
+          pixel that crossed from sure land to sure water has changed more than speckle moves a pixel that
+          stays near the water/land boundary
     -3    a fixed threshold in dB (negative: a decrease)
     off   no change test: flood is water now and not before, as without it
 
@@ -27,6 +31,7 @@ WATER_NO_CHANGE = 3
 AUTO_SIGMAS = 2.5        # ~0.6 % of a Gaussian no-change log-ratio falls below median - 2.5 sigma
 AUTO_MAX_DB = -3.0
 MIN_FIT_PIXELS = 100     # fewer valid pixels pairs in the samples: AUTO_MAX_DB
+CONFIDENT = 0.95         # auto: both classifications this sure need only a decrease below AUTO_MAX_DB
 
 
 def parse_change_db(text) -> float | str | None:
@@ -66,22 +71,28 @@ class ChangeTest:
     """Reads both scenes' rows on the post-event grid (raw values, converted to dB by `to_db`, one per
     band) and demotes flood without a significant decrease to WATER_NO_CHANGE."""
 
-    def __init__(self, post_reader, pre_reader, to_db: list, threshold_db: float):
+    def __init__(self, post_reader, pre_reader, to_db: list, threshold_db: float, confident: bool = False):
         self.post, self.pre, self.to_db, self.threshold_db = post_reader, pre_reader, to_db, threshold_db
+        self.confident = confident  # auto: sure land before and sure water now need only AUTO_MAX_DB
         self.decrease_pixels = 0
 
-    def decrease(self, row0: int, row1: int) -> tuple[np.ndarray, np.ndarray]:
-        """(significant decrease, log-ratio known) for rows [row0, row1)."""
+    def log_ratio(self, row0: int, row1: int) -> np.ndarray:
+        """Post minus pre in dB for rows [row0, row1), NaN where unknown."""
         post, pre = self.post.read(row0, row1), self.pre.read(row0, row1)
         post, pre = (post[None], pre[None]) if post.ndim == 2 else (post, pre)
-        ratio = mean_log_ratio([f(b) for f, b in zip(self.to_db, post)], [f(b) for f, b in zip(self.to_db, pre)])
-        known = np.isfinite(ratio)
-        return known & (np.nan_to_num(ratio, nan=0.0) < self.threshold_db), known
+        return mean_log_ratio([f(b) for f, b in zip(self.to_db, post)], [f(b) for f, b in zip(self.to_db, pre)])
 
-    def apply(self, row0: int, classes: np.ndarray) -> np.ndarray:
+    def apply(self, row0: int, classes: np.ndarray, post_probability: np.ndarray | None = None,
+              pre_probability: np.ndarray | None = None) -> np.ndarray:
         """Flood (class 1) without a significant decrease becomes WATER_NO_CHANGE; where the log-ratio is
         unknown (no pre-event value) the flood classes already say no-data."""
-        decrease, known = self.decrease(row0, row0 + len(classes))
+        ratio = self.log_ratio(row0, row0 + len(classes))
+        known = np.isfinite(ratio)
+        ratio = np.nan_to_num(ratio, nan=0.0)
+        decrease = known & (ratio < self.threshold_db)
+        if self.confident and post_probability is not None and pre_probability is not None:
+            sure = (post_probability >= CONFIDENT) & (np.nan_to_num(pre_probability, nan=1.0) <= 1 - CONFIDENT)
+            decrease |= known & sure & (ratio < AUTO_MAX_DB)
         self.decrease_pixels += int(decrease.sum())
         classes[(classes == FLOOD) & known & ~decrease] = WATER_NO_CHANGE
         return classes
@@ -102,9 +113,10 @@ def build_change_test(change_db, post_reader, pre_reader, post_samples: list, pr
         shapes = {a.shape for a in to + fro}
         record = {"test": "auto", **(fit_change_db(to, fro) if len(shapes) == 1
                                      else {"threshold_db": AUTO_MAX_DB, "median_db": None, "sigma_db": None,
-                                           "sample_pixels": 0})}
+                                           "sample_pixels": 0}),
+                  "confident_probability": CONFIDENT, "confident_threshold_db": AUTO_MAX_DB}
     converters = [lambda raw: to_db(raw, units, calibration_db)] * len(post_samples)
-    return ChangeTest(post_reader, pre_reader, converters, record["threshold_db"]), record
+    return ChangeTest(post_reader, pre_reader, converters, record["threshold_db"], change_db == "auto"), record
 
 
 def change_report(record: dict, flood: dict | None) -> dict:

@@ -13,9 +13,11 @@ import predict
 from conftest import RANGES, UTM, write_geotiff
 from lib.checkpoint import FORMAT, save_checkpoint
 from lib.errors import InferenceError
-from lib.mapping.change import AUTO_MAX_DB, WATER_NO_CHANGE, fit_change_db, parse_change_db
+from lib.mapping.change import (AUTO_MAX_DB, CONFIDENT, WATER_NO_CHANGE, ChangeTest, build_change_test, fit_change_db,
+                                parse_change_db)
 from lib.mapping.flood import BEFORE_WATER, DRY, FLOOD, NODATA
 from lib.mapping.methods import ThresholdModel, scene_threshold
+from lib.mapping.rasters import ArrayReader
 from lib.models.factory import build_model
 
 WATER_DB, LAND_DB = -20.0, -8.0
@@ -138,6 +140,29 @@ def test_auto_threshold_follows_the_no_change_spread_and_caps_at_minus_3_db():
     assert fit["sigma_db"] == pytest.approx(2.0, rel=0.05)
     assert fit["threshold_db"] == pytest.approx(fit["median_db"] - 2.5 * fit["sigma_db"], abs=1e-6)
     assert fit_change_db([pre], [pre])["threshold_db"] == AUTO_MAX_DB   # identical dates: spread 0
+
+
+@pytest.mark.parametrize("confident, expected", [(True, [FLOOD, WATER_NO_CHANGE, WATER_NO_CHANGE, FLOOD, NODATA]),
+                                                 (False, [WATER_NO_CHANGE, WATER_NO_CHANGE, WATER_NO_CHANGE, FLOOD,
+                                                          NODATA])])
+def test_sure_land_to_sure_water_needs_only_the_least_decrease(confident, expected):
+    """auto: a pixel both classifications are sure of (water now >= 0.95, before <= 0.05) is flood with a
+    decrease below -3 dB, short of the scene's fitted threshold (-6 dB here); the others need the fit."""
+    post = np.array([[-16.0, -16.0, -16.0, -18.0, -16.0]], np.float32)
+    pre = np.array([[-11.5, -11.5, -13.5, -11.0, np.nan]], np.float32)   # ratios -4.5, -4.5, -2.5, -7, unknown
+    p_post = np.array([[0.99, 0.80, 0.99, 0.60, 0.99]], np.float32)      # the second: not sure it is water now
+    p_pre = np.array([[0.01, 0.01, 0.01, 0.40, np.nan]], np.float32)
+    test = ChangeTest(ArrayReader(post), ArrayReader(pre), [lambda v: v], -6.0, confident=confident)
+    classes = np.array([[FLOOD] * 4 + [NODATA]], np.uint8)
+    np.testing.assert_array_equal(test.apply(0, classes, p_post, p_pre)[0], expected)
+
+
+def test_only_auto_trusts_sure_classifications(tmp_path):
+    samples = [np.full((40, 40), -10.0, np.float32)]
+    auto, record = build_change_test("auto", None, None, samples, samples, "db", 0.0)
+    fixed, fixed_record = build_change_test(-5.0, None, None, samples, samples, "db", 0.0)
+    assert auto.confident and record["confident_probability"] == CONFIDENT
+    assert not fixed.confident and "confident_probability" not in fixed_record
 
 
 # ------------------------------------------------------------------------------------------ methods
