@@ -113,7 +113,7 @@ def _write(img: Path, lab: Path, pid: str, bands: dict, label: np.ndarray, band_
     np.save(lab / f"{pid}.npy", label)
 
 
-def make_demo_dataset(root, n_train: int = 120, n_val: int = 30, folds: int = 0, seed: int = 42,
+def make_demo_dataset(root, n_train: int = 60, n_val: int = 20, folds: int = 0, seed: int = 42,
                       size: int = 256, overwrite: bool = False) -> dict:
     """Write a synthetic dataset under `root` (see the module docstring for the layout). A root holding
     other patches than demo ones is refused (OutputError), unless `overwrite` (which deletes them).

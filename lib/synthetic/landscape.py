@@ -12,6 +12,10 @@ from lib.synthetic.fields import draw_path, meander, quantile_threshold, smooth_
 
 # land-cover classes
 CROP, FOREST, URBAN, SOIL = 0, 1, 2, 3
+# wet scenes whose lake covers most of the patch (real flood chips are up to 98 % water; a model that only
+# ever saw water as the minority of a patch calls a patch of open water land)
+WIDE_WATER_PROBABILITY = 0.3
+WIDE_WATER_SHARE = (0.4, 0.9)
 
 
 @dataclass
@@ -54,7 +58,8 @@ def _water(rng: np.random.Generator, size: int, f: float, terrain: np.ndarray, d
     if dry:
         return river.astype(bool), lake, flood, terrain
     has_river = rng.random() < 0.75
-    has_lake = rng.random() < (0.5 if has_river else 1.0)
+    wide = rng.random() < WIDE_WATER_PROBABILITY
+    has_lake = wide or rng.random() < (0.5 if has_river else 1.0)
     has_flood = has_river and rng.random() < 0.75
     if has_river:
         points = meander(rng, size, rng.uniform(0.04, 0.18) * size)
@@ -68,7 +73,8 @@ def _water(rng: np.random.Generator, size: int, f: float, terrain: np.ndarray, d
         terrain = terrain - 1.2 * np.exp(-dist / (0.12 * size))  # valley floor around the river
     if has_lake:
         blobs = smooth_field(rng, size, rng.uniform(0.12, 0.25) * size) - 0.5 * terrain
-        lake = blobs > quantile_threshold(blobs, 1.0 - rng.uniform(0.05, 0.2))
+        share = rng.uniform(*WIDE_WATER_SHARE) if wide else rng.uniform(0.05, 0.2)
+        lake = blobs > quantile_threshold(blobs, 1.0 - share)
     river = river.astype(bool)
     if has_flood:
         flood = _flood(rng, size, f, terrain, river)

@@ -16,19 +16,27 @@ from lib.synthetic.landscape import CROP, FOREST, SOIL, URBAN, Landscape
 LOOKS = 4.0            # equivalent number of looks of the speckle (Gamma shape)
 
 # mean VV (dB) and VV - VH (dB) per land-cover class, at the reference incidence angle. With the other
-# terms below they put land at the real chip's median (VV -9.4, VH -16.8 dB; docs/real-sar.md)
-LAND_VV = np.array([-10.0, -7.0, 1.0, -12.0], dtype=np.float32)
-LAND_VV_MINUS_VH = np.array([7.5, 6.5, 8.5, 8.5], dtype=np.float32)
+# terms below they put land near the five real chips' median (VV -10.2, VH -16.6 dB; docs/real-sar.md);
+# soil and crop VH raised by 0.5-1 dB (issue 23): demo land below -23 dB VH was 11 %, the chips' 5 %
+LAND_VV = np.array([-10.0, -7.0, 1.0, -11.5], dtype=np.float32)
+LAND_VV_MINUS_VH = np.array([7.0, 6.5, 8.5, 7.5], dtype=np.float32)
 # incidence angle (degrees) across Sentinel-1 IW swaths, and how backscatter falls with it (dB / degree):
 # steeply on calm water (specular), gently on land (literature: about -0.3..-0.5 and -0.1..-0.2)
 INCIDENCE_RANGE = (30.0, 46.0)
 INCIDENCE_REFERENCE = 38.0
 WATER_DB_PER_DEGREE = -0.35
 LAND_DB_PER_DEGREE = -0.12
-# calm water level of a scene (VV dB at the reference angle) and its variation within a scene: real calm
-# water lies at -18..-25 dB VV; the real chip's water median is -18.4 dB VV, its quartiles -21.8 / -13.6
-CALM_WATER_VV = (-22.5, -17.0)
-CALM_WATER_WITHIN_SCENE_DB = 1.5
+# calm water level of a scene (VV dB at the reference angle) and its variation within a scene. Calm water
+# in the literature: -18..-25 dB VV, -24..-32 dB VH; the five real chips (docs/real-sar.md section 3): water
+# medians per chip VV -23..-10, VH -28..-21 dB, VV - VH 5..13 dB
+CALM_WATER_VV = (-24.0, -16.0)
+CALM_WATER_VV_MINUS_VH = (5.0, 9.5)
+CALM_WATER_WITHIN_SCENE_DB = 2.5  # real chips: water VH interquartile range 3.6-7.7 dB per chip, with speckle
+WINDY_SCENE_PROBABILITY = 0.5   # wet scenes with wind-roughened water
+WINDY_WATER_VV = (-14.0, -7.0)  # wind-roughened water, as one real chip (VV median -10, VH -22 dB)
+WINDY_WATER_VV_MINUS_VH = (9.0, 13.0)
+# calibration and scene-level offset (dB, both bands): land medians of the five chips lie within +-2 dB
+SCENE_OFFSET_DB = 2.0
 
 
 @dataclass
@@ -114,15 +122,15 @@ def _water_backscatter(rng: np.random.Generator, scene: Landscape, texture: np.n
     if water.any():  # shallow water and mixed pixels at the shore: brighter within a few pixels of land
         shore = cv2.distanceTransform(water.astype(np.uint8), cv2.DIST_L2, 3)
         water_vv = water_vv + rng.uniform(1.5, 4.5) * np.exp(-shore / (rng.uniform(1.5, 4.0) * f))
-    water_vh = water_vv - rng.uniform(6.5, 9.0)
+    water_vh = water_vv - rng.uniform(*CALM_WATER_VV_MINUS_VH)
     windy = np.zeros(shape, np.float32)
-    if water.any() and rng.random() < 0.5:
+    if water.any() and rng.random() < WINDY_SCENE_PROBABILITY:
         gust = smooth_field(rng, size, rng.uniform(0.15, 0.3) * size)
         level = quantile_threshold(gust[water], 1.0 - rng.uniform(0.15, 0.5))
         windy = np.clip((gust - level) / 0.6, 0.0, 1.0) * water
-        windy_vv = rng.uniform(-15.0, -9.0) + 0.8 * smooth_field(rng, size, 8 * f)
+        windy_vv = rng.uniform(*WINDY_WATER_VV) + 0.8 * smooth_field(rng, size, 8 * f)
         water_vv = water_vv * (1 - windy) + windy_vv * windy
-        water_vh = water_vh * (1 - windy) + (windy_vv - rng.uniform(8.0, 10.0)) * windy
+        water_vh = water_vh * (1 - windy) + (windy_vv - rng.uniform(*WINDY_WATER_VV_MINUS_VH)) * windy
     flooded_veg = np.zeros(shape, bool)
     lc, flood = scene.land_cover, scene.flood
     if flood.any() and rng.random() < 0.45:
@@ -146,7 +154,7 @@ def _acquisition(rng: np.random.Generator, scene: Landscape, vv: np.ndarray, vh:
     calm = scene.water & ~flooded_veg
     vv = vv + np.where(calm, WATER_DB_PER_DEGREE, LAND_DB_PER_DEGREE) * tilt
     vh = vh + np.where(calm, 0.7 * WATER_DB_PER_DEGREE, LAND_DB_PER_DEGREE) * tilt
-    offset = rng.normal(0.0, 0.8)
+    offset = rng.uniform(-SCENE_OFFSET_DB, SCENE_OFFSET_DB)
     vv_mean = cv2.GaussianBlur((vv + offset).astype(np.float32), (0, 0), 0.7)
     vh_mean = cv2.GaussianBlur((vh + offset).astype(np.float32), (0, 0), 0.7)
     return vv_mean, vh_mean

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 QUICK_START = ("pip install -r requirements.txt && python make_demo_data.py && "
-               "python train_pspnet.py EPOCHS=100 BATCH_SIZE=8 PATIENCE=100")
+               "python train_pspnet.py EPOCHS=15 BATCH_SIZE=8 PATIENCE=100 BCE_WEIGHT=1 SAR_OFFSET_DB=3")
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 
 

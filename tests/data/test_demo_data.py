@@ -88,6 +88,22 @@ def test_sar_backscatter_levels(pool):
     assert vv.min() < -22.3 and vv.max() > 0.0
 
 
+def test_water_and_land_levels_match_real_sentinel1(pool):
+    """The documented ranges (docs/real-sar.md section 3): demo water as bright as real water (calm,
+    wind-roughened and shallow water up to about -18 dB VH), land at the real chips' levels, and patches
+    that are mostly water, as real flood chips are."""
+    vv, vh, lab = pool
+    water, land = lab == 1, lab == 0
+    q_water = np.percentile(vh[water], [5, 50, 75, 95])
+    q_land = np.percentile(vh[land], [5, 50])
+    assert -37.0 < q_water[0] < -31.0 and -29.0 < q_water[1] < -24.0
+    assert -25.0 < q_water[2] < -20.0 and -19.0 < q_water[3] < -14.0
+    assert -27.0 < q_land[0] < -22.0 and -18.5 < q_land[1] < -15.0
+    assert -21.0 < np.median(vv[water]) < -16.0 and -12.0 < np.median(vv[land]) < -8.0
+    shares = [(lab_i == 1).sum() / max((lab_i != 255).sum(), 1) for lab_i in lab]
+    assert max(shares) > 0.6
+
+
 def test_speckle_statistics(pool):
     """Inside 8x8 blocks of calm water the linear intensity has CV close to 1/sqrt(L)."""
     vv, _, lab = pool
