@@ -63,25 +63,27 @@ def mean_log_ratio(post_db: list[np.ndarray], pre_db: list[np.ndarray]) -> np.nd
 
 
 class ChangeTest:
-    """Reads both scenes' rows on the post-event grid (raw values, converted to dB by `to_db`, one per
-    band) and demotes flood without a significant decrease to WATER_NO_CHANGE."""
+    """Takes the post-event rows the engine read (or reads them) and reads the pre-event scene's on the
+    post-event grid (raw values, converted to dB by `to_db`, one per band), and demotes flood without a significant decrease to WATER_NO_CHANGE."""
 
     def __init__(self, post_reader, pre_reader, to_db: list, threshold_db: float):
         self.post, self.pre, self.to_db, self.threshold_db = post_reader, pre_reader, to_db, threshold_db
         self.decrease_pixels = 0
 
-    def decrease(self, row0: int, row1: int) -> tuple[np.ndarray, np.ndarray]:
-        """(significant decrease, log-ratio known) for rows [row0, row1)."""
-        post, pre = self.post.read(row0, row1), self.pre.read(row0, row1)
-        post, pre = (post[None], pre[None]) if post.ndim == 2 else (post, pre)
+    def decrease(self, row0: int, row1: int, post: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(significant decrease, log-ratio known) for rows [row0, row1); `post`: those rows of the
+        post-event scene as the engine read them ([bands, rows, width] raw), else they are read."""
+        post = self.post.read(row0, row1) if post is None else post
+        pre = self.pre.read(row0, row1)
+        post, pre = (post[None] if post.ndim == 2 else post), (pre[None] if pre.ndim == 2 else pre)
         ratio = mean_log_ratio([f(b) for f, b in zip(self.to_db, post)], [f(b) for f, b in zip(self.to_db, pre)])
         known = np.isfinite(ratio)
         return known & (np.nan_to_num(ratio, nan=0.0) < self.threshold_db), known
 
-    def apply(self, row0: int, classes: np.ndarray) -> np.ndarray:
+    def apply(self, row0: int, classes: np.ndarray, post: np.ndarray | None = None) -> np.ndarray:
         """Flood (class 1) without a significant decrease becomes WATER_NO_CHANGE; where the log-ratio is
-        unknown (no pre-event value) the flood classes already say no-data."""
-        decrease, known = self.decrease(row0, row0 + len(classes))
+        unknown (no pre-event value) the flood classes already say no-data. post: see `decrease`."""
+        decrease, known = self.decrease(row0, row0 + len(classes), post)
         self.decrease_pixels += int(decrease.sum())
         classes[(classes == FLOOD) & known & ~decrease] = WATER_NO_CHANGE
         return classes

@@ -103,7 +103,7 @@ class FloodSink:
             excluded = np.isfinite(values) & (values != 0)
         classes = flood_classes(water, invalid, before_water, before_known, excluded)
         if self.change is not None:
-            classes = self.change.apply(row0, classes)
+            classes = self.change.apply(row0, classes, extra.get("raw"))
         self.tally.add(row0, classes)
         self.writer.write(row0, classes)
 
