@@ -25,6 +25,7 @@ THROUGHPUT_SIZE = 2048           # side of the synthetic scene pair
 TEACHER = ("PSPNet", "PSPNet")    # (label, configurations() label)
 STUDENTS = ("UnetLight", "PSPMixer-shore", "MLP_256")
 FAST = {"UnetLight": ["--tile", "512", "--overlap", "32", "--batch-size", "4"]}  # fully convolutional: big tiles
+THRESHOLD_WITH = "UnetLight"      # the checkpoint the threshold method's row is run with
 CALIBRATION_TILES = 16
 RUNS = {"plain": [], "--pre --polygons": ["--pre", "{pre}", "--polygons", "{out}/flood.gpkg"]}
 STAGES = ("read", "normalize", "inference", "blend", "sinks")
@@ -46,6 +47,8 @@ def model_files(labels: list[str], configs: dict, image_size: int, folder: Path,
         files.append((label, path, []))
         if label in FAST:
             files.append((f"{label}, {' '.join(FAST[label])}", path, FAST[label]))
+        if label == THRESHOLD_WITH:  # the per-scene threshold maps without the model
+            files.append(("threshold (--method threshold)", path, ["--method", "threshold"]))
         if onnx and label != TEACHER[1]:
             files += onnx_files(label, model, checkpoint, folder, scene, image_size)
     return files
