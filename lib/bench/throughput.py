@@ -1,19 +1,21 @@
 """Whole-scene mapping throughput without bf16 (benchmark.py --throughput; docs/benchmark.md's section
-"Whole-scene mapping without bf16"): predict.py's `main` on a synthetic pre-/post-event pair
-(lib.synthetic.flood_pair), with `--precision fp32`, for the teacher and each student as a checkpoint and
+"Whole-scene mapping without bf16"): `python predict.py`, one fresh process per run, on a synthetic
+pre-/post-event pair (lib.synthetic.flood_pair), with `--precision fp32`, for the teacher and each student as a checkpoint and
 as float and int8 ONNX (export_onnx.py's export and quantization), plain and with `--pre --polygons`.
 
-Per run: Mpx/s end to end (the whole predict.main call: model load and hash, checks, every pass, COGs,
-polygons), Mpx/s of the post-event pass (the summary's megapixels_per_s), the process CPU seconds per Mpx
-of the scene (steadier than wall clock on a shared machine), and the summary's timings: the post-event
+Per run: Mpx/s end to end (the whole predict.py process: start-up and imports, model load and hash,
+checks, every pass, COGs, polygons), Mpx/s of the post-event pass (the summary's megapixels_per_s), the
+process's CPU seconds per Mpx of the scene (steadier than wall clock on a shared machine), and the summary's timings: the post-event
 pass's stages (read, normalize, inference, blend, sinks), the pre-event pass, COGs and polygons.
 Models are randomly initialized (speed does not depend on the weights; int8 is calibrated on tiles of
 the scene)."""
 from __future__ import annotations
 
-import contextlib
-import io
+import json
 import os
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+ROOT = Path(__file__).resolve().parents[2]   # where predict.py and export_onnx.py are
 THROUGHPUT_SIZE = 2048           # side of the synthetic scene pair
 TEACHER = ("PSPNet", "PSPNet")    # (label, configurations() label)
 STUDENTS = ("UnetLight", "PSPMixer-shore", "MLP_256")
@@ -41,7 +44,7 @@ def model_files(labels: list[str], configs: dict, image_size: int, folder: Path,
     for label in labels:
         name, args = configs[label]
         torch.manual_seed(0)
-        model, checkpoint = random_checkpoint(name, model_args(name, args, image_size), image_size)
+        checkpoint = random_checkpoint(name, model_args(name, args, image_size), image_size)
         path = folder / f"{label}.pt"
         save_checkpoint(checkpoint, path)
         files.append((label, path, []))
@@ -50,31 +53,32 @@ def model_files(labels: list[str], configs: dict, image_size: int, folder: Path,
         if label == THRESHOLD_WITH:  # the per-scene threshold maps without the model
             files.append(("threshold (--method threshold)", path, ["--method", "threshold"]))
         if onnx and label != TEACHER[1]:
-            files += onnx_files(label, model, checkpoint, folder, scene, image_size)
+            files += onnx_files(label, path, folder, scene, image_size)
     return files
 
 
-def random_checkpoint(name: str, args: dict, image_size: int) -> tuple[torch.nn.Module, dict]:
+def random_checkpoint(name: str, args: dict, image_size: int) -> dict:
     from lib.checkpoint import FORMAT
     from lib.data.bands import SAR_DB_RANGE
     from lib.models.factory import build_model
     model = build_model(name, args).eval()
     data = {"format": "bands", "train_bands": ["VV"], "val_bands": ["VV"], "normalization": {"VV": list(SAR_DB_RANGE)},
             "image_size": image_size}
-    return model, {"format": FORMAT, "model": {"name": name, "args": args}, "state_dict": model.state_dict(),
+    return {"format": FORMAT, "model": {"name": name, "args": args}, "state_dict": model.state_dict(),
                    "data": data, "metrics": {}, "epoch": 0, "parameters": {}, "constants": {}}
 
 
-def onnx_files(label: str, model, checkpoint: dict, folder: Path, scene: Path, image_size: int) -> list[tuple]:
-    """The float and int8 ONNX exports of one checkpoint's model; an export that fails is a row saying so."""
-    import copy
-    from export_onnx import export
+def onnx_files(label: str, checkpoint_path: Path, folder: Path, scene: Path, image_size: int) -> list[tuple]:
+    """The float (export_onnx.py) and int8 (its static quantization) ONNX files of one checkpoint; an export
+    that fails is a row saying so."""
     from lib.bench.quantize import quantize_int8
-    try:
-        float_path = export(copy.deepcopy(model), checkpoint, folder / f"{label}.onnx")
-        int8_path = quantize_int8(float_path, folder / f"{label}.int8.onnx", calibration_tiles(scene, image_size))
-    except Exception as error:  # noqa: BLE001 - a model the exporter cannot take is reported, not fatal
-        return [(f"{label} ONNX", None, [f"export failed: {type(error).__name__}: {str(error)[:120]}"])]
+    float_path = folder / f"{label}.onnx"
+    done = subprocess.run([sys.executable, str(ROOT / "export_onnx.py"), str(checkpoint_path), str(float_path)],
+                          capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        return [(f"{label} ONNX", None, [f"export failed: {last[:160]}"])]
+    int8_path = quantize_int8(float_path, folder / f"{label}.int8.onnx", calibration_tiles(scene, image_size))
     return [(f"{label} ONNX float", float_path, []), (f"{label} ONNX int8", int8_path, [])]
 
 
@@ -91,19 +95,22 @@ def calibration_tiles(scene: Path, size: int, tiles: int = CALIBRATION_TILES) ->
     return [batch[i:i + 8].astype(np.float32) for i in range(0, tiles, 8)]
 
 
-def map_once(path: Path, extra: list[str], run: str, pair: dict, folder: Path) -> dict:
-    """One predict.main call; its wall and CPU time and the summary's timings."""
-    import predict
+def map_once(path: Path, extra: list[str], run: str, pair: dict, folder: Path, threads: int) -> dict:
+    """One `python predict.py` run in a fresh process; its wall and CPU time and the summary's timings."""
     out = folder / "out"
     out.mkdir(exist_ok=True)
     arguments = [a.format(pre=pair["pre"], out=out) for a in RUNS[run]]
-    argv = [str(path), str(pair["post"]), str(out / "water.tif"), "--band", "VV", "--raster-band", "1",
-            "--precision", "fp32", "--no-progress", "--no-quicklook", "--summary", str(out / "summary.json"),
-            *arguments, *extra]
-    started, cpu = time.perf_counter(), time.process_time()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        summary = predict.main(argv)
-    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    argv = [sys.executable, str(ROOT / "predict.py"), str(path), str(pair["post"]), str(out / "water.tif"),
+            "--band", "VV", "--raster-band", "1", "--precision", "fp32", "--no-progress", "--no-quicklook",
+            "--summary", str(out / "summary.json"), *arguments, *extra]
+    environment = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    started, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=environment)
+    wall, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise RuntimeError(f"predict.py failed: {(done.stderr.strip().splitlines() or ['no message'])[-1]}")
+    summary = json.loads((out / "summary.json").read_text())
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     megapixels = summary["width"] * summary["height"] / 1e6
     timings = summary["timings"]
     for leftover in out.iterdir():
@@ -131,11 +138,12 @@ def measure_throughput(labels: list[str], configs: dict, o: dict) -> dict:
                 if path is None:
                     rows.append({"label": label, "run": run, "error": extra[0]})
                     continue
-                row = {"label": label, "run": run, **map_once(path, extra, run, pair, folder)}
+                row = {"label": label, "run": run, **map_once(path, extra, run, pair, folder, o["threads"])}
                 print(f"throughput {label} {run}: {row['end_to_end_mpx_s']:.2f} Mpx/s end to end, "
                       f"{row['pass_mpx_s']:.2f} pass, {row['cpu_s_per_mpx']:.2f} CPU s/Mpx", flush=True)
                 rows.append(row)
-    return {"size": size, "image_size": o["image_size"], "rows": rows, "bf16_native": cpu_has_native_bf16(), "threads": torch.get_num_threads(),
+    return {"size": size, "image_size": o["image_size"], "rows": rows, "bf16_native": cpu_has_native_bf16(),
+            "threads": o["threads"],
             "load_end": os.getloadavg()[0]}
 
 
@@ -152,19 +160,19 @@ def render_throughput(result: dict, environment: dict) -> str:
     lines = [HEADING, "",
              f"Written by `{result.get('command') or 'python benchmark.py --throughput --docs'}` on "
              f"{environment['date']}. Machine: {environment['cpu']}, {environment['cores']} cores, "
-             f"{result['threads']} torch threads; this CPU {bf16} native bf16, and every run uses `--precision fp32` "
+             f"{result['threads']} threads per predict.py process (OMP_NUM_THREADS); this CPU {bf16} native bf16, and every run uses `--precision fp32` "
              f"(channels_last stays on), as a CPU without bf16 would. Load average (1 min) at the start "
              f"{environment['load_start']:.1f}, at the end {result['load_end']:.1f}: under load wall-clock figures are "
              f"lower bounds, CPU s / Mpx (the process's CPU time per Mpx of the scene) the steadier figure.",
              "",
-             f"`predict.py` (its `main`, in this process) on a {size:,} x {size:,} synthetic pre-/post-event pair "
+             f"`python predict.py` (a fresh process per run) on a {size:,} x {size:,} synthetic pre-/post-event pair "
              f"(`python -m lib.synthetic.flood_pair DIR {size}`: VV band, the pre-event scene on a grid shifted by half "
              f"a pixel, so it is reprojected), no quick-look; plain: the water mask; `--pre --polygons`: also the "
              f"pre-event pass, the change test, flood classes and polygons. Randomly initialized models (they map "
              f"almost no water, so polygonizing costs little here: docs/flood-mapping.md#memory-and-speed has it on "
              f"real class rasters); ONNX: export_onnx.py's export at {result['image_size']} px (a fixed tile) and its int8 quantization "
-             f"calibrated on {CALIBRATION_TILES} tiles of the scene. Mpx/s end to end: the whole call (model load "
-             f"and hash, checks, every pass, COGs, polygons); pass: the post-event pass (the summary's "
+             f"calibrated on {CALIBRATION_TILES} tiles of the scene. Mpx/s end to end: the whole process (start-up "
+             f"and imports, model load and hash, checks, every pass, COGs, polygons); pass: the post-event pass (the summary's "
              f"`megapixels_per_s`); then the summary's timings in seconds.", "",
              "| model | run | tile / overlap / batch | " + " | ".join(COLUMNS) + " |",
              "|---|---|---|" + "---:|" * len(COLUMNS)]
