@@ -35,6 +35,8 @@ class RecallTally:
         self.tallies = {band: defaultdict(lambda: np.zeros(3, np.int64)) for band in db_bands}  # water, model, threshold
 
     def add(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        if not self.tallies:  # no dB band, or not a band patch dataset
+            return
         predicted = (logits.float() >= 0)[:, 0].cpu().numpy()
         targets = targets[:, 0].cpu().numpy()
         for offset in range(len(predicted)):
