@@ -1,14 +1,15 @@
 """Whole-scene mapping throughput without bf16 (benchmark.py --throughput; docs/benchmark.md's section
 "Whole-scene mapping without bf16"): `python predict.py`, one fresh process per run, on a synthetic
-pre-/post-event pair (lib.synthetic.flood_pair), with `--precision fp32`, for the teacher and each student as a checkpoint and
-as float and int8 ONNX (export_onnx.py's export and quantization), plain and with `--pre --polygons`.
+pre-/post-event pair (lib.synthetic.flood_pair), with `--precision fp32`, for the teacher and each
+student as a checkpoint and as float and int8 ONNX (export_onnx.py's export and quantization), and the
+threshold method, plain and with `--pre --polygons`.
 
 Per run: Mpx/s end to end (the whole predict.py process: start-up and imports, model load and hash,
 checks, every pass, COGs, polygons), Mpx/s of the post-event pass (the summary's megapixels_per_s), the
-process's CPU seconds per Mpx of the scene (steadier than wall clock on a shared machine), and the summary's timings: the post-event
-pass's stages (read, normalize, inference, blend, sinks), the pre-event pass, COGs and polygons.
-Models are randomly initialized (speed does not depend on the weights; int8 is calibrated on tiles of
-the scene)."""
+process's CPU seconds per Mpx of the scene (steadier than wall clock on a shared machine), and the
+summary's timings: the post-event pass's stages (read, normalize, inference, blend, sinks), the
+pre-event pass, COGs and polygons. Models are randomly initialized (speed does not depend on the
+weights; int8 is calibrated on tiles of the scene)."""
 from __future__ import annotations
 
 import json

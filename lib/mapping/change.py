@@ -64,7 +64,8 @@ def mean_log_ratio(post_db: list[np.ndarray], pre_db: list[np.ndarray]) -> np.nd
 
 class ChangeTest:
     """Takes the post-event rows the engine read (or reads them) and reads the pre-event scene's on the
-    post-event grid (raw values, converted to dB by `to_db`, one per band), and demotes flood without a significant decrease to WATER_NO_CHANGE."""
+    post-event grid (raw values, converted to dB by `to_db`, one per band), and demotes flood without a
+    significant decrease to WATER_NO_CHANGE."""
 
     def __init__(self, post_reader, pre_reader, to_db: list, threshold_db: float):
         self.post, self.pre, self.to_db, self.threshold_db = post_reader, pre_reader, to_db, threshold_db

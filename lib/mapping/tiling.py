@@ -233,7 +233,8 @@ def predict_tiled(model: nn.Module, reader: Reader, sink: Sink, preprocess: Call
     precision: "fp32", or "bf16"/"fp16" autocast (lib.runtime.autocast); the blending is float32 either
     way. check: run `check_tile` first (False when the caller has). hand_rows: also hand the sink the rows
     it read (`raw=` [bands, rows, width]) and their model input (`images=`, one [rows, width] per band),
-    so that products made from the backscatter need not read the scene again. Returns {height, width, tiles, seconds}."""
+    so that products made from the backscatter need not read the scene again. Returns {height, width,
+    tiles, seconds}."""
     device = torch.device(device)
     height, width = reader.height, reader.width
     if height < 1 or width < 1:
