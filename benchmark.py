@@ -5,6 +5,7 @@
     python benchmark.py --models UnetLight PSPMixer-kd --scene-size 4000
     python benchmark.py --quick --output /tmp/bench.md     # tiny configuration, a few seconds per model
     python benchmark.py --train --docs                     # speed: fp32 eager vs optimized, regenerates docs/speed.md
+    python benchmark.py --throughput --docs                # whole-scene mapping without bf16: its section of docs/benchmark.md
 
 An existing output (the page or --json) is replaced only with --overwrite (--docs says so for the docs pages).
 
@@ -25,6 +26,13 @@ windows, tiles of IMAGE_SIZE with IMAGE_SIZE/4 overlap, blending, mask GeoTIFF w
 quick-look PNG) on a synthetic SCENE_SIZE x SCENE_SIZE float32 GeoTIFF in a temporary folder, for the
 teacher and the students, with the peak resident memory of that process (whole process, and the rise
 during the prediction). Models are randomly initialized: speed does not depend on the weights.
+
+--throughput (lib/bench/throughput.py): whole-scene mapping with predict.py on 2 cores without bf16
+(--precision fp32) on a THROUGHPUT_SIZE synthetic pre-/post-event pair, for the teacher and each student, as a
+checkpoint and as float and int8 ONNX, plain and with --pre --polygons: Mpx/s end to end and of the pass, CPU
+seconds per Mpx and where the time goes (reading, normalizing, inference, blending, the sinks, the pre-event
+pass, COGs, polygons). It replaces (or adds) the page's section "Whole-scene mapping without bf16" and keeps
+the rest of the page; the full run keeps that section of the page it rewrites.
 
 --train (lib/bench/speed.py): for every model, parameters held and used, FLOPs and activation bytes per patch,
 training samples/s at its script's batch size and inference images/s at batch 1 and BATCH_SIZE, each in
@@ -47,6 +55,8 @@ from lib.bench.cost import count_flops  # noqa: F401 - benchmark.count_flops, as
 from lib.bench.measure import (environment_info, measure_each, measure_model, measure_scenes, model_status,
                                peak_reset_supported, run_speed, setup_process)
 from lib.bench.report import render, render_speed, write_report
+from lib.bench.throughput import (STUDENTS, TEACHER, THROUGHPUT_SIZE, measure_throughput, render_throughput,
+                                  section_of, with_section)
 from lib.checkpoint import same_file
 from lib.errors import ConfigError, OutputError
 from lib.models.factory import MODELS
@@ -129,6 +139,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--train", action="store_true",
                         help=f"speed mode: fp32 eager vs the fastest configuration, training and inference "
                              f"(default output {SPEED_OUTPUT})")
+    parser.add_argument("--throughput", action="store_true",
+                        help="whole-scene mapping without bf16 (teacher, students, float and int8 ONNX, plain and "
+                             "--pre --polygons): its section of the page, the rest kept")
+    parser.add_argument("--throughput-size", type=int,
+                        help=f"side of the --throughput scene pair (default {THROUGHPUT_SIZE}; 256 with --quick)")
     parser.add_argument("--kd", nargs="*", metavar="NAME=value",
                         help="distillation cost: seconds of a student epoch, a teacher forward epoch and a KD epoch "
                              "with kd.py's constants (overridden by NAME=value), and their ratio")
@@ -143,7 +158,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # options that are counts: the smallest value each allows
-AT_LEAST = {"image_size": 8, "batch_size": 1, "warmup": 0, "repeats": 1, "threads": 1, "scene_size": 0}
+AT_LEAST = {"image_size": 8, "batch_size": 1, "warmup": 0, "repeats": 1, "threads": 1, "scene_size": 0,
+            "throughput_size": 64}
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -186,6 +202,7 @@ def options(args: argparse.Namespace, argv: list[str]) -> dict:
             "max_seconds": args.max_seconds, "cuda": not args.no_cuda,
             "threads": pick(args.threads, torch.get_num_threads(), 1),
             "scene_size": pick(args.scene_size, SCENE_SIZE, 320), "scene_batch": SCENE_BATCH,
+            "throughput_size": pick(args.throughput_size, THROUGHPUT_SIZE, 256),
             "in_process": args.in_process or quick, "malloc": args.malloc,
             "command": " ".join(argv),
             "quick": quick, "compile": not args.no_compile, "compile_below_s": COMPILE_BELOW_S,
@@ -218,14 +235,31 @@ def main(argv=None) -> dict:
         table = render_speed(result, o, environment)
         write_report(table, output, json_path, {"environment": environment, "options": o, **result})
         return {**result, "markdown": table}
+    if args.throughput:
+        return throughput_page(args.models or [TEACHER[1], *STUDENTS], configs, o, environment, output, json_path)
     print(f"benchmark: {len(labels)} model(s), {o['image_size']} px, batch {o['batch_size']}, "
           f"{torch.get_num_threads()} threads, {'in-process' if o['in_process'] else 'one process per model'}", flush=True)
     rows = measure_each("model", labels, configs, o, measure_model, model_status)
     scenes = measure_scenes(scene_labels, configs, o) if o["scene_size"] > 0 and scene_labels else []
     environment["load_end"] = os.getloadavg()[0]
     table = render(rows, scenes, o, environment)
+    kept = section_of(output.read_text()) if output.is_file() else None  # --throughput's section stays
+    table = with_section(table, kept) if kept else table
     write_report(table, output, json_path, {"environment": environment, "options": o, "models": rows, "scenes": scenes})
     return {"models": rows, "scenes": scenes, "markdown": table}
+
+
+def throughput_page(labels: list[str], configs: dict, o: dict, environment: dict, output: Path,
+                    json_path: Path | None) -> dict:
+    """--throughput: measure (lib/bench/throughput.py) and put its section into the page, the rest kept."""
+    print(f"throughput: {', '.join(labels)} on a {o['throughput_size']} px pair, fp32, {torch.get_num_threads()} "
+          f"threads", flush=True)
+    result = {**measure_throughput(labels, configs, o), "command": "python benchmark.py " + o["command"]}
+    environment["load_end"] = result["load_end"]
+    section = render_throughput(result, environment)
+    page = with_section(output.read_text() if output.is_file() else None, section)
+    write_report(page, output, json_path, {"environment": environment, "options": o, "throughput": result})
+    return {"throughput": result, "markdown": section}
 
 
 if __name__ == "__main__":

@@ -44,10 +44,10 @@ import numpy as np
 from lib.train.baseline import baseline_record
 from lib.data.dataset import DataError
 from lib.train.metrics import METRICS
-from lib.train.recall_bins import format_bins, recall_by_bin
+from lib.train.recall_bins import RecallTally, format_bins
 from lib.bench.onnx_model import load_model_any
 from lib.bench.scoring import checkpoint_split, checkpoint_thresholds, evaluate_checkpoint
-from lib.runtime import resolve_device, speed_settings
+from lib.runtime import resolve_device
 
 DATA_ROOT = "02_kfold"
 SPLIT = "val"
@@ -122,12 +122,19 @@ def group_of(checkpoint_path: Path, model_name: str) -> str:
 
 # ---------------------------------------------------------------------------------------- evaluation
 
-def recall_rows(model, checkpoint: dict, row: dict, dataset, bands, split: str, device, args) -> str:
-    """Recall of water per 2 dB bin of each dB band, beside the threshold's (with --baselines); stored in
-    `row["recall_by_bin"]` (evaluation.json); returns the printed block."""
+def recall_tally(checkpoint: dict, dataset, bands, split: str, args) -> RecallTally | None:
+    """With --recall-bins, the tally of the recall of water per 2 dB bin of each dB band, beside the threshold's
+    (with --baselines), fed by the scoring pass."""
+    if not args.recall_bins:
+        return None
     thresholds = checkpoint_thresholds(checkpoint, dataset, bands, split)[0] if args.baselines else None
-    precision = speed_settings({"PRECISION": args.precision}, device)["precision"]
-    row["recall_by_bin"] = recall_by_bin(model, dataset, bands, thresholds, device, precision, args.batch_size)
+    return RecallTally(dataset, bands, thresholds)
+
+
+def recall_rows(recall: RecallTally, row: dict) -> str:
+    """Stores the recall by bin in `row["recall_by_bin"]` (evaluation.json); returns the printed block."""
+    row["recall_by_bin"] = recall.result() if recall.tallies else {}
+    thresholds = recall.thresholds
     names = {band: t.describe(band) for band, (t, _) in thresholds.items()} if thresholds else None
     return format_bins(str(row["checkpoint"]), row["recall_by_bin"], names)
 
@@ -261,15 +268,16 @@ def main(argv=None) -> dict:
         model, checkpoint = load_model_any(path, device)  # a .pt checkpoint or an exported .onnx
         root, fold = data_root_for(path, checkpoint, args.data_root)
         dataset, bands = checkpoint_split(checkpoint, root, args.split, args.bands)
+        recall = recall_tally(checkpoint, dataset, bands, args.split, args)
         row = evaluate_checkpoint(model, checkpoint, path, dataset, bands, root, args.split, args.batch_size, device,
-                                  args.precision, args.workers, args.progress)
+                                  args.precision, args.workers, args.progress, recall and recall.add)
         row["fold"] = fold
         row["group"] = group_of(path, row["model"])
         rows.append(row)
         print(f"{path}: {row['model']} on {root} ({args.split}, {row['items']} items): "
               f"IoU {row['iou']:.4f}, F1 {row['f1']:.4f}", file=sys.stderr)
         if args.recall_bins:
-            print(recall_rows(model, checkpoint, row, dataset, bands, args.split, device, args), file=sys.stderr)
+            print(recall_rows(recall, row), file=sys.stderr)
         if args.baselines:
             rows += baseline_rows(checkpoint, row, dataset, bands, args.split)
         del model

@@ -47,10 +47,11 @@ def checkpoint_split(checkpoint: dict, root: Path, split: str, bands):
 
 
 def evaluate_checkpoint(model, checkpoint: dict, path: Path, dataset, bands, root: Path, split: str, batch_size: int,
-                        device, precision: str = "auto", workers="auto", progress: bool = False) -> dict:
+                        device, precision: str = "auto", workers="auto", progress: bool = False,
+                        observe=None) -> dict:
     """Metrics of a loaded checkpoint (lib.checkpoint.load_model) on `dataset` (checkpoint_split: built from
     checkpoint["data"], normalization, bands, image size), computed as in training by lib.train.engine.evaluate.
-    Returns one result row (with "counts": {band: [tp, fp, fn, tn]}, the confusion counts behind the metrics)."""
+    observe: see lib.train.engine.evaluate. Returns one result row (with "counts": {band: [tp, fp, fn, tn]}, the confusion counts behind the metrics)."""
     constants = with_defaults(checkpoint.get("constants") or {})
     c = {**constants, "BATCH_SIZE": batch_size, "NUM_WORKERS": workers}
     loader = make_loader(dataset, c, False, device, None)
@@ -60,7 +61,7 @@ def evaluate_checkpoint(model, checkpoint: dict, path: Path, dataset, bands, roo
         model.to(memory_format=torch.channels_last)
     confusion = BandConfusion(bands)
     loss, metrics = evaluate(model, loader, supervised_loss(c).to(device), bands, device, precision, progress=progress,
-                             confusion=confusion)
+                             confusion=confusion, observe=observe)
     counts = {band: confusion.counts[i].tolist() for i, band in enumerate(bands)}  # (tp, fp, fn, tn), for pooling
     patches = len(getattr(dataset, "patches", None) or getattr(dataset, "samples", []))
     return {"checkpoint": str(path), "model": checkpoint["model"]["name"], "epoch": checkpoint.get("epoch"),

@@ -68,25 +68,28 @@ def mean_log_ratio(post_db: list[np.ndarray], pre_db: list[np.ndarray]) -> np.nd
 
 
 class ChangeTest:
-    """Reads both scenes' rows on the post-event grid (raw values, converted to dB by `to_db`, one per
-    band) and demotes flood without a significant decrease to WATER_NO_CHANGE."""
+    """Takes the post-event rows the engine read (or reads them) and reads the pre-event scene's on the
+    post-event grid (raw values, converted to dB by `to_db`, one per band), and demotes flood without a
+    significant decrease to WATER_NO_CHANGE."""
 
     def __init__(self, post_reader, pre_reader, to_db: list, threshold_db: float, confident: bool = False):
         self.post, self.pre, self.to_db, self.threshold_db = post_reader, pre_reader, to_db, threshold_db
         self.confident = confident  # auto: sure land before and sure water now need only AUTO_MAX_DB
         self.decrease_pixels = 0
 
-    def log_ratio(self, row0: int, row1: int) -> np.ndarray:
-        """Post minus pre in dB for rows [row0, row1), NaN where unknown."""
-        post, pre = self.post.read(row0, row1), self.pre.read(row0, row1)
-        post, pre = (post[None], pre[None]) if post.ndim == 2 else (post, pre)
+    def log_ratio(self, row0: int, row1: int, post: np.ndarray | None = None) -> np.ndarray:
+        """Post minus pre in dB for rows [row0, row1), NaN where unknown; `post`: those rows of the
+        post-event scene as the engine read them ([bands, rows, width] raw), else they are read."""
+        post = self.post.read(row0, row1) if post is None else post
+        pre = self.pre.read(row0, row1)
+        post, pre = (post[None] if post.ndim == 2 else post), (pre[None] if pre.ndim == 2 else pre)
         return mean_log_ratio([f(b) for f, b in zip(self.to_db, post)], [f(b) for f, b in zip(self.to_db, pre)])
 
     def apply(self, row0: int, classes: np.ndarray, post_probability: np.ndarray | None = None,
-              pre_probability: np.ndarray | None = None) -> np.ndarray:
+              pre_probability: np.ndarray | None = None, post: np.ndarray | None = None) -> np.ndarray:
         """Flood (class 1) without a significant decrease becomes WATER_NO_CHANGE; where the log-ratio is
-        unknown (no pre-event value) the flood classes already say no-data."""
-        ratio = self.log_ratio(row0, row0 + len(classes))
+        unknown (no pre-event value) the flood classes already say no-data. post: see `log_ratio`."""
+        ratio = self.log_ratio(row0, row0 + len(classes), post)
         known = np.isfinite(ratio)
         ratio = np.nan_to_num(ratio, nan=0.0)
         decrease = known & (ratio < self.threshold_db)

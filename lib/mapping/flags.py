@@ -55,17 +55,19 @@ def slope_degrees(dem, grid: dict, row0: int, row1: int) -> np.ndarray:
 
 class FlagsWriter:
     """Collects finished strips until whole BLOCK-row blocks are there (the contrast test is per block),
-    then writes their flags; closing it closes `writer`. reader / preprocess: the scene's, for the backscatter; span_db: the first
-    band's normalization span; dem: a reader on the grid or None."""
+    then writes their flags; closing it closes `writer`. span_db: the first band's normalization span
+    (the model input times it is backscatter in dB); dem: a reader on the grid or None."""
 
-    def __init__(self, writer, reader, preprocess, span_db: float, grid: dict, dem=None, block: int = BLOCK):
-        self.writer, self.reader, self.preprocess, self.span_db = writer, reader, preprocess, span_db
-        self.grid, self.dem, self.block = grid, dem, block
+    def __init__(self, writer, span_db: float, grid: dict, dem=None, block: int = BLOCK):
+        self.writer, self.span_db, self.grid, self.dem, self.block = writer, span_db, grid, dem, block
         self.pending: list[tuple] = []
         self.start = self.count = 0
 
-    def add(self, row0: int, water: np.ndarray, input_invalid: np.ndarray, excluded: np.ndarray) -> None:
-        self.pending.append((water, input_invalid, excluded))
+    def add(self, row0: int, water: np.ndarray, input_invalid: np.ndarray, excluded: np.ndarray,
+            image: np.ndarray) -> None:
+        """Rows from row0 on: water, the input's no-data, the exclusion and the first band's model input
+        (the engine's normalized rows: the scene is not read again)."""
+        self.pending.append((water, input_invalid, excluded, image))
         self.count += len(water)
         if self.count >= self.block:
             self._flush(self.count - self.count % self.block)
@@ -73,18 +75,16 @@ class FlagsWriter:
     def _flush(self, n: int) -> None:
         if n <= 0:
             return
-        water, invalid, excluded = (np.concatenate(parts) for parts in zip(*self.pending))
+        water, invalid, excluded, image = (np.concatenate(parts) for parts in zip(*self.pending))
         row0, row1 = self.start, self.start + n
-        raw = self.reader.read(row0, row1)
-        image, _ = self.preprocess(raw[0] if raw.ndim == 3 else raw)
         flags = np.where(invalid[:n], NO_DATA, 0).astype(np.uint8)
         valid = ~invalid[:n] & ~excluded[:n]
-        flags[low_contrast(water[:n] & valid, valid, image * self.span_db, self.block)] |= LOW_CONTRAST
+        flags[low_contrast(water[:n] & valid, valid, image[:n] * self.span_db, self.block)] |= LOW_CONTRAST
         if self.dem is not None:
             flags[slope_degrees(self.dem, self.grid, row0, row1) > STEEP_SLOPE_DEG] |= STEEP_SLOPE
         flags[excluded[:n]] |= EXCLUDED
         self.writer.write(row0, flags)
-        rest = (water[n:], invalid[n:], excluded[n:])
+        rest = (water[n:], invalid[n:], excluded[n:], image[n:])
         self.pending = [rest] if len(rest[0]) else []
         self.start, self.count = row1, self.count - n
 

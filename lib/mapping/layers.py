@@ -163,7 +163,8 @@ class LayerSink:
         if "likelihood" in self.writers:
             self.writers["likelihood"].write(row0, likelihood_percent(probability, invalid, self.temperature))
         if self.flags is not None:
-            self.flags.add(row0, water, input_invalid if input_invalid is not None else invalid, excluded)
+            self.flags.add(row0, water, input_invalid if input_invalid is not None else invalid, excluded,
+                           extra["images"][0])
 
     def close(self) -> None:
         for writer in [*self.writers.values(), *([self.flags] if self.flags is not None else [])]:

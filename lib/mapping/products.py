@@ -149,8 +149,7 @@ def open_layer_sink(scene, layers: Layers, plan: Plan, outputs: SceneOutputs, fi
     flags = None
     if "flags" in wanted:
         low, high = plan.data_range
-        flags = FlagsWriter(products["flags"].writer, scene.reader, plan.preprocessors[0], high - low, grid,
-                            layers.dem)
+        flags = FlagsWriter(products["flags"].writer, high - low, grid, layers.dem)
         products["flags"].writer = flags  # the product's finish() closes it: the last part block is written
     writers = {name: products[name].writer for name in wanted if name != "flags"}
     return LayerSink(writers, layers.before, layers.before.reference, layers.excluded, o.threshold,
@@ -169,7 +168,8 @@ def write_products(model, scene, layers: Layers, plan: Plan, outputs: SceneOutpu
     products = opened["products"]
     started = time.perf_counter()
     stats = predict_tiled(model, scene.reader, ExclusionGate(Sinks(opened["sinks"]), layers.excluded),
-                          plan.preprocessors, uncertainty=bool(outputs.uncertainty), **plan.engine())
+                          plan.preprocessors, uncertainty=bool(outputs.uncertainty),
+                          hand_rows=layers.change is not None or outputs.flags is not None, **plan.engine())
     timings["inference_s"] = time.perf_counter() - started  # the whole pass; its stages in "stages_s"
     timings["stages_s"] = stats.pop("stages_s")
     started = time.perf_counter()

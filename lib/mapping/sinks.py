@@ -104,7 +104,7 @@ class FloodSink:
         classes = flood_classes(water, invalid, before_water, before_known, excluded)
         if self.change is not None:
             pre = None if self.before.pre is None else self.before.pre.read(row0, row1)
-            classes = self.change.apply(row0, classes, probability, pre)
+            classes = self.change.apply(row0, classes, probability, pre, post=extra.get("raw"))
         self.tally.add(row0, classes)
         self.writer.write(row0, classes)
 

@@ -45,7 +45,8 @@ class Reader(Protocol):
 class Sink(Protocol):
     def write(self, row0: int, probability: np.ndarray, invalid: np.ndarray, **extra) -> None:
         """Finished rows: blended water probability (float32) and the input's no-data mask (and the
-        `uncertainty` std when predict_tiled is asked for it)."""
+        `uncertainty` std when predict_tiled is asked for it; the rows the engine read, `raw`, and their
+        model input, `images`, with `hand_rows`)."""
 
 
 # ----------------------------------------------------------------------------------------- geometry
@@ -206,30 +207,34 @@ def preprocess_strip(raw: np.ndarray, preprocessors: list) -> tuple[list[np.ndar
 
 
 def hand_over(sink: Sink, row0: int, probability: np.ndarray, variance: np.ndarray | None, invalid: np.ndarray,
-              fuse: str, uncertainty: bool) -> None:
-    """Finished rows to the sink: one band as it is, several fused (with the std when asked)."""
+              fuse: str, uncertainty: bool, rows: dict | None = None) -> None:
+    """Finished rows to the sink: one band as it is, several fused (with the std when asked); `rows`
+    (raw, images), when given, go along as keywords."""
+    extra = dict(rows or {})
     if len(probability) == 1 and not uncertainty:
-        sink.write(row0, probability[0], invalid[0])
+        sink.write(row0, probability[0], invalid[0], **extra)
         return
     fused, fused_invalid, std = fuse_bands(probability, variance, invalid, fuse)
     if uncertainty:
-        sink.write(row0, fused, fused_invalid, uncertainty=std)
-    else:
-        sink.write(row0, fused, fused_invalid)
+        extra["uncertainty"] = std
+    sink.write(row0, fused, fused_invalid, **extra)
 
 
 @torch.inference_mode()
 def predict_tiled(model: nn.Module, reader: Reader, sink: Sink, preprocess: Callable | list, *, tile: int = 256,
                   overlap: int = 64, batch_size: int = 8, device: str | torch.device = "cpu",
                   progress: bool = True, precision: str = "fp32", tta: str = "none", fuse: str = "mean",
-                  uncertainty: bool = False, check: bool = True) -> dict:
+                  uncertainty: bool = False, check: bool = True, hand_rows: bool = False) -> dict:
     """Run `model` over the whole scene of `reader`, tile by tile, and hand finished rows to `sink`
     top to bottom. A reader of several bands (polarisations) runs the model on each band, with that
     band's `preprocess` (a list, one per band), and fuses their probabilities (`fuse`: mean or max).
     tta: "none", "flip" or "d4": probabilities averaged over the views of each tile. uncertainty: also
     hand the sink the per-pixel std across the views and bands (`sink.write(..., uncertainty=std)`).
     precision: "fp32", or "bf16"/"fp16" autocast (lib.runtime.autocast); the blending is float32 either
-    way. check: run `check_tile` first (False when the caller has). Returns {height, width, tiles, seconds}."""
+    way. check: run `check_tile` first (False when the caller has). hand_rows: also hand the sink the rows
+    it read (`raw=` [bands, rows, width]) and their model input (`images=`, one [rows, width] per band),
+    so that products made from the backscatter need not read the scene again. Returns {height, width,
+    tiles, seconds}."""
     device = torch.device(device)
     height, width = reader.height, reader.width
     if height < 1 or width < 1:
@@ -266,7 +271,9 @@ def predict_tiled(model: nn.Module, reader: Reader, sink: Sink, preprocess: Call
             bar.update(len(batch_cols))
         done = (rows[index + 1] if index + 1 < len(rows) else height) - row0  # rows no later tile touches
         taken = clock.lap("blend", blender.take(done))
-        hand_over(sink, row0, *taken, invalid[:, :done], fuse, uncertainty)
+        rows_read = {"raw": (raw[None] if raw.ndim == 2 else raw)[:, :done],
+                     "images": [image[:done] for image in images]} if hand_rows else None
+        hand_over(sink, row0, *taken, invalid[:, :done], fuse, uncertainty, rows_read)
         clock.lap("sinks")
     bar.close()
     return {"height": height, "width": width, "tiles": len(rows) * len(cols), "bands": len(preprocessors),

@@ -161,9 +161,10 @@ def log_end(run: Run, final: dict) -> None:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, loss_fn: nn.Module, bands, device: torch.device,
-             precision: str = "fp32", progress: bool = False, confusion: BandConfusion | None = None
-             ) -> tuple[float, dict[str, float]]:
-    """Mean loss and dataset-wide per-band metrics over `loader` (items: image, target, band index).
+             precision: str = "fp32", progress: bool = False, confusion: BandConfusion | None = None,
+             observe: Callable | None = None) -> tuple[float, dict[str, float]]:
+    """Mean loss and dataset-wide per-band metrics over `loader` (items: image, target, band index);
+    observe(logits, targets), when given, sees every batch in turn (evaluate.py's recall by bin).
 
     The loss is the mean over items of each item's own loss, so it does not depend on how the items
     are batched or sharded; under torch.distributed the sums and counts are reduced over all ranks."""
@@ -180,6 +181,8 @@ def evaluate(model: nn.Module, loader, loss_fn: nn.Module, bands, device: torch.
             loss_sum += loss_fn(logits[i:i + 1], targets[i:i + 1]).double()
         items += len(images)
         confusion.update(logits, targets, band_index)
+        if observe is not None:
+            observe(logits, targets)
     totals = torch.cat([loss_sum.reshape(1).cpu(), torch.tensor([float(items)], dtype=torch.float64)])
     if dist.is_initialized():
         reduced = [t.to(device) for t in (confusion.counts, confusion.image_iou, totals)]

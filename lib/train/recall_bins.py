@@ -25,28 +25,50 @@ def dataset_supported(dataset) -> bool:
     return hasattr(dataset, "patches") and hasattr(dataset, "locate") and not getattr(dataset, "train", False)
 
 
+class RecallTally:
+    """Tallies the water of each validation item by bin as predictions arrive in dataset order (`add`:
+    the logits and targets of the next items), so evaluate.py bins the pass that scored the model."""
+
+    def __init__(self, dataset, bands, thresholds: dict | None):
+        self.dataset, self.thresholds, self.next = dataset, thresholds, 0
+        db_bands = [band for band in bands if band_unit(band) == "dB"] if dataset_supported(dataset) else []
+        self.tallies = {band: defaultdict(lambda: np.zeros(3, np.int64)) for band in db_bands}  # water, model, threshold
+
+    def add(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        if not self.tallies:  # no dB band, or not a band patch dataset
+            return
+        predicted = (logits.float() >= 0)[:, 0].cpu().numpy()
+        targets = targets[:, 0].cpu().numpy()
+        for offset in range(len(predicted)):
+            patch, band_index = self.dataset.locate(self.next + offset)
+            band = self.dataset.bands[band_index]
+            if band in self.tallies:
+                raw = read_npy(self.dataset.patches[patch][1][band], self.dataset.image_size).astype(np.float32,
+                                                                                                    copy=False)
+                threshold = self.thresholds[band][0] if self.thresholds else None
+                tally(self.tallies[band], raw, targets[offset], predicted[offset], threshold)
+        self.next += len(predicted)
+
+    def result(self) -> dict[str, list[dict]]:
+        return {band: table(counts, self.thresholds is not None) for band, counts in self.tallies.items()}
+
+
 @torch.no_grad()
 def recall_by_bin(model, dataset, bands, thresholds: dict | None, device, precision: str = "fp32",
                   batch_size: int = 16) -> dict[str, list[dict]]:
     """{band: [{"low", "high", "water", "share", "model", "threshold"}, ...]} for the dB bands of `dataset`;
-    `thresholds` band -> (Threshold, fit IoU) or None (no threshold column: "threshold" None)."""
-    db_bands = [band for band in bands if band_unit(band) == "dB"]
-    if not db_bands or not dataset_supported(dataset):
+    `thresholds` band -> (Threshold, fit IoU) or None (no threshold column: "threshold" None). A pass of
+    its own; evaluate.py feeds a RecallTally from its scoring pass instead."""
+    recall = RecallTally(dataset, bands, thresholds)
+    if not recall.tallies:
         return {}
-    tallies = {band: defaultdict(lambda: np.zeros(3, np.int64)) for band in db_bands}  # bin -> water, model, threshold
     for start in range(0, len(dataset), batch_size):
         items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         images = torch.stack([item[0] for item in items]).to(device)
         with autocast(device, precision):
-            predicted = (model(images).float() >= 0)[:, 0].cpu().numpy()
-        for offset, (_, target, _) in enumerate(items):
-            patch, band_index = dataset.locate(start + offset)
-            band = dataset.bands[band_index]
-            if band in tallies:
-                raw = read_npy(dataset.patches[patch][1][band], dataset.image_size).astype(np.float32, copy=False)
-                threshold = thresholds[band][0] if thresholds else None
-                tally(tallies[band], raw, target[0].numpy(), predicted[offset], threshold)
-    return {band: table(counts, thresholds is not None) for band, counts in tallies.items()}
+            logits = model(images)
+        recall.add(logits, torch.stack([item[1] for item in items]))
+    return recall.result()
 
 
 def tally(counts: dict, raw: np.ndarray, target: np.ndarray, predicted: np.ndarray, threshold) -> None:

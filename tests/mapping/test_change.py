@@ -227,3 +227,23 @@ def test_bad_method_is_one_error_line(checkpoint, lake, tmp_path, args, message)
     with pytest.raises(SystemExit, match=f"^error: {message}"):
         run(checkpoint, lake / "lake.tif", tmp_path / "water.tif", *args)
     assert not (tmp_path / "water.tif").exists()
+
+
+def test_post_event_scene_is_read_once_with_the_change_test_and_flags(checkpoint, pair, tmp_path, monkeypatch):
+    """The change test and --flags take the rows the engine read: every post-event row is read by the
+    engine's strips only (tile 64, overlap 16: strips from 0, 48, ..., 128), never again."""
+    from lib.mapping import rasters
+    from lib.mapping.tiling import tile_origins
+    folder, expected = pair
+    reads = []
+    original = rasters.RasterReader.read
+
+    def counting(self, row0, row1):
+        reads.append((str(self.path), row0, row1))
+        return original(self, row0, row1)
+    monkeypatch.setattr(rasters.RasterReader, "read", counting)
+    run(checkpoint, folder / "post.tif", tmp_path / "water.tif", "--pre", folder / "pre.tif", "--flood",
+        tmp_path / "flood.tif", "--flags", tmp_path / "flags.tif", "--overlap", "16")
+    post_reads = [(r0, r1) for path, r0, r1 in reads if path.endswith("post.tif")]
+    assert post_reads == [(r0, min(r0 + 64, H)) for r0 in tile_origins(H, 64, 16)]
+    assert np.array_equal(read(tmp_path / "flood.tif"), expected)

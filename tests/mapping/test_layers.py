@@ -168,11 +168,11 @@ def test_low_contrast_and_steep_slope_flags_against_a_direct_computation():
     dem[:, 100:] = 0.0
     out = np.zeros(db.shape, np.uint8)
     grid = {"crs": rasterio.crs.CRS.from_epsg(32630), "transform": UTM, "height": 130, "width": 200}
-    flags = FlagsWriter(ArrayWriter(out), ArrayReader(db), make_preprocess("VV", RANGES), RANGES["VV"][1]
-                        - RANGES["VV"][0], grid, ArrayReader(dem.astype(np.float32)))
+    flags = FlagsWriter(ArrayWriter(out), RANGES["VV"][1] - RANGES["VV"][0], grid, ArrayReader(dem.astype(np.float32)))
+    image = make_preprocess("VV", RANGES)(db)[0]  # the model input the engine hands over
     for row0 in range(0, 130, 48):              # strips of another height than the blocks
         rows = slice(row0, row0 + 48)
-        flags.add(row0, water[rows], invalid[rows], excluded[rows])
+        flags.add(row0, water[rows], invalid[rows], excluded[rows], image[rows])
     flags.close()
     expected_low = np.zeros(db.shape, bool)
     for r0 in range(0, 130, 64):

@@ -73,3 +73,25 @@ def test_evaluate_prints_and_stores_the_bins(tiny_pspnet, tiny_data, tmp_path, c
     evaluate.main([str(tiny_pspnet), "--data-root", str(tiny_data), "--out", str(tmp_path), "--device", "cpu",
                    "--workers", "0", "--no-recall-bins"])
     assert "recall of water" not in capsys.readouterr().err
+
+
+def test_evaluate_bins_its_scoring_pass(tiny_pspnet, tiny_data, tmp_path, monkeypatch, capsys):
+    """The bins come from the pass that scored the model (one forward pass per validation batch, not two),
+    and equal those of a pass of their own."""
+    import evaluate
+    from lib.bench.scoring import checkpoint_split
+    from lib.bench.onnx_model import load_model_any
+    calls = []
+
+    def counted(path, device):
+        model, checkpoint = load_model_any(path, device)
+        model.register_forward_hook(lambda *_: calls.append(1))
+        return model, checkpoint
+    monkeypatch.setattr(evaluate, "load_model_any", counted)
+    result = evaluate.main([str(tiny_pspnet), "--data-root", str(tiny_data), "--out", str(tmp_path), "--device", "cpu",
+                            "--workers", "0", "--no-baselines", "--batch-size", "4", "--precision", "fp32"])
+    model, checkpoint = load_model_any(tiny_pspnet, "cpu")
+    dataset, bands = checkpoint_split(checkpoint, tiny_data, "val", None)
+    assert len(calls) == -(-len(dataset) // 4)
+    assert result["results"][0]["recall_by_bin"] == recall_by_bin(model.eval(), dataset, bands, None,
+                                                                  torch.device("cpu"), batch_size=4)
