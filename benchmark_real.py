@@ -3,6 +3,7 @@
     python benchmark_real.py /tmp/real5
     python benchmark_real.py /tmp/real5 SCRIPT=train_pspnet.py EPOCHS=20 OUTPUT_DIR=runs/benchmark_real_pspnet
     python benchmark_real.py data/s1f11 GROUP_BY=region CHIPS=Spain,Bolivia EPOCHS=40 BCE_WEIGHT=0.5
+    python benchmark_real.py /tmp/real5 SCRIPT=kd.py TEACHERS=runs/benchmark_real_pspnet STUDENT=UnetLight
 
 DATA_ROOT is a prepared dataset (prepare_data.py) whose patch ids are {chip}_r{i}c{j}; every split folder
 below it is read, so a flat train/ layout and a k-fold layout both work. For each chip (or GROUP_BY group)
@@ -17,6 +18,10 @@ share and left out of the IoU means. Writes benchmark_real.csv, .json, .md (the 
 Every NAME=value that is not one of this script's constants goes to the training script of every fold
 (TRAIN_BANDS, EPOCHS, BCE_WEIGHT, ...). A fold whose score.json matches the command is skipped; one with
 an unfinished run continues with RESUME=1.
+
+SCRIPT=kd.py distils on every fold the teacher that never saw its held-out chip: TEACHERS names the
+OUTPUT_DIR of a teacher's benchmark_real.py run on the same data and chips, and each fold's kd.py takes
+TEACHER_CHECKPOINT=TEACHERS/<chip>/run/last.pt (docs/distillation-methods.md#measured-on-real-chips).
 """
 from __future__ import annotations
 
@@ -38,11 +43,12 @@ GROUP_BY = "chip"            # what is held out together: "chip", "region" (name
 CHIPS = None                 # None: hold out every chip in turn; "a,b": only these (the others still train)
 RESUME = False               # continue folds whose run stopped before its last epoch
 DEVICE = "auto"              # for scoring; the training script has its own DEVICE
-BATCH_SIZE = 32              # for scoring
+BATCH_SIZE = 32              # for scoring; given, also every fold's training BATCH_SIZE
+TEACHERS = None              # SCRIPT=kd.py: a teacher's benchmark_real OUTPUT_DIR (its fold <chip> teaches fold <chip>)
 FOLD_DEFAULTS = {"TRAIN_BANDS": "VV,VH",          # the bands every real chip has
                  "PATIENCE": "1000000", "PLATEAU_PATIENCE": "1000000"}  # the held-out chip must not steer training
 OWN = {"SCRIPT": SCRIPT, "OUTPUT_DIR": OUTPUT_DIR, "GROUP_BY": GROUP_BY, "CHIPS": CHIPS, "RESUME": RESUME,
-       "DEVICE": DEVICE, "BATCH_SIZE": BATCH_SIZE}
+       "DEVICE": DEVICE, "BATCH_SIZE": BATCH_SIZE, "TEACHERS": TEACHERS}
 
 
 def script_names(script: Path) -> set[str]:
@@ -66,6 +72,8 @@ def parse_argv(argv: list[str]) -> tuple[Path, dict, dict]:
             raise ConfigError(f"cannot read argument {arg!r}: expected NAME=value, e.g. EPOCHS=2")
         if name in OWN:
             own[name] = parse_value(name, text, OWN[name])
+            if name == "BATCH_SIZE":  # the training scripts' constant too: BATCH_SIZE=4 means 4 patches a step
+                passed[name] = text
         elif name == "DATA_ROOT":
             raise ConfigError("DATA_ROOT is the first argument; each fold's DATA_ROOT is made by this script")
         else:
@@ -73,13 +81,44 @@ def parse_argv(argv: list[str]) -> tuple[Path, dict, dict]:
     script = Path(str(own["SCRIPT"]))
     if not script.is_file() and (Path(__file__).parent / script).is_file():  # run from another folder
         script = Path(__file__).parent / script
-    if not script.is_file() or not script.name.startswith("train_") or script.suffix != ".py":
-        raise ConfigError(f"SCRIPT={own['SCRIPT']!r}: not a training script (e.g. train_unetlight.py, train_pspnet.py)")
+    if not script.is_file() or not (script.name.startswith("train_") or script.name == "kd.py") or script.suffix != ".py":
+        raise ConfigError(f"SCRIPT={own['SCRIPT']!r}: not a training script (e.g. train_unetlight.py, train_pspnet.py, kd.py)")
+    check_teachers(script, own, passed)
     unknown = sorted(set(passed) - script_names(script))
     if unknown:
         raise ConfigError(f"{', '.join(unknown)}: not a constant of {script} nor of benchmark_real.py "
                           f"({', '.join(OWN)})")
     return Path(argv[0]), {**own, "SCRIPT": str(script)}, {**FOLD_DEFAULTS, **passed}
+
+
+def check_teachers(script: Path, own: dict, passed: dict) -> None:
+    """kd.py takes its teachers from TEACHERS, one per fold; any other script takes none."""
+    if script.name != "kd.py":
+        if own["TEACHERS"] is not None:
+            raise ConfigError(f"TEACHERS={own['TEACHERS']!r}: only SCRIPT=kd.py distils; {script.name} trains alone")
+        return
+    if own["TEACHERS"] is None:
+        raise ConfigError("SCRIPT=kd.py needs TEACHERS=<a teacher's benchmark_real OUTPUT_DIR>: each fold's teacher "
+                          "must be one that never saw its held-out chip")
+    if "TEACHER_CHECKPOINT" in passed:
+        raise ConfigError("TEACHER_CHECKPOINT: each fold takes TEACHERS/<chip>/run/last.pt; pass TEACHERS only")
+
+
+def fold_teacher(teachers: str, chip: str, train_chips: list[str]) -> dict:
+    """{"TEACHER_CHECKPOINT": ...} of the teacher fold that held out `chip`, trained on the same chips."""
+    fold = Path(teachers) / chip
+    checkpoint, record_path = fold / "run" / "last.pt", fold / "score.json"
+    try:
+        trained_on = json.loads(record_path.read_text())["settings"]["train_chips"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(f"TEACHERS={teachers!r}: no finished teacher fold for {chip} ({record_path} missing or "
+                          f"unreadable); run benchmark_real.py with the teacher's script there first") from None
+    if trained_on != train_chips:
+        raise ConfigError(f"TEACHERS={teachers!r}: the teacher of {chip} trained on {', '.join(trained_on)}, this fold "
+                          f"on {', '.join(train_chips)}: a teacher benchmark_real run on the same data and GROUP_BY")
+    if not checkpoint.is_file():
+        raise ConfigError(f"TEACHERS={teachers!r}: {checkpoint} is missing")
+    return {"TEACHER_CHECKPOINT": str(checkpoint)}
 
 
 def selected(groups: dict, chips) -> list[str]:
@@ -141,7 +180,10 @@ def score_fold(fold: Path, own: dict) -> dict:
 def run_fold(groups: dict, chip: str, script: Path, own: dict, passed: dict) -> dict:
     fold = Path(str(own["OUTPUT_DIR"])) / chip
     record_path = fold / "score.json"
-    settings = {"script": str(script), "passed": passed, "train_chips": sorted(g for g in groups if g != chip),
+    train_chips = sorted(g for g in groups if g != chip)
+    if own["TEACHERS"] is not None:
+        passed = {**passed, **fold_teacher(str(own["TEACHERS"]), chip, train_chips)}
+    settings = {"script": str(script), "passed": passed, "train_chips": train_chips,
                 "patches": {g: [p.patch_id for p in patches] for g, patches in groups.items()}}
     if record_path.exists():
         record = json.loads(record_path.read_text())
