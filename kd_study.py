@@ -21,7 +21,7 @@ from lib import cli  # cli.HELP: an UPPER_CASE import would read as one of this 
 from lib.cli import run, split_argument
 from lib.config import apply_overrides, describe, script_constants
 from lib_kd.constants import kd_constants
-from lib_kd.real_study import aggregate_real, render_real, run_real_study
+from lib_kd.real_study import aggregate_real, finished_runs, read_result, render_real, run_real_study
 from lib_kd.study import STUDY_OWN, aggregate, render, run_study, write_results
 
 TEACHER_CHECKPOINT = "runs/pspnet/best.pt"
@@ -40,6 +40,7 @@ METHODS = {
 OUTPUT_DIR = "runs/kd_study"
 REAL_DATA = None             # a prepared real dataset: every run leaves one chip out (benchmark_real.py)
 TEACHERS = None              # with REAL_DATA: the teacher's benchmark_real OUTPUT_DIR on the same chips
+TABLE_ONLY = False           # with REAL_DATA: the table of every run already in OUTPUT_DIR, nothing trained
 DRY_RUN = False              # print the commands without running them
 
 
@@ -61,14 +62,17 @@ def main():
 
 
 def real_main(c: dict, passed: dict) -> None:
-    rows, teacher = run_real_study(c, passed)
-    if c["DRY_RUN"]:
+    if c["TABLE_ONLY"]:
+        rows, teacher = finished_runs(Path(c["OUTPUT_DIR"])), read_result(Path(str(c["TEACHERS"])))
+    else:
+        rows, teacher = run_real_study(c, passed)
+    if c["DRY_RUN"] or not rows:
         return
     table = aggregate_real(rows, teacher)
     write_results(rows, table, Path(c["OUTPUT_DIR"]))
     epochs = passed.get("EPOCHS", kd_constants()["EPOCHS"])
     print("\n" + render_real(table, f"Distillation study, leave one chip out of {c['REAL_DATA']}: {epochs} epoch(s), "
-                                     f"seeds {c['SEEDS']}, teachers {c['TEACHERS']}"))
+                                     f"seeds {','.join(sorted({str(r['seed']) for r in rows}))}, teachers {c['TEACHERS']}"))
 
 
 if __name__ == "__main__":

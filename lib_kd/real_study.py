@@ -90,6 +90,17 @@ def run_real_study(c: dict, passed: dict) -> tuple[list[dict], dict | None]:
     return rows, teacher
 
 
+def finished_runs(output_dir: Path) -> list[dict]:
+    """One row per finished run in OUTPUT_DIR/<student>/<method>/seed<k> ("alone" first): the table of
+    runs made by several kd_study.py calls (SEEDS=1 for every method, SEEDS=2 for a few)."""
+    rows = []
+    for path in sorted(output_dir.glob("*/*/seed*/benchmark_real.json")):
+        folder = path.parent
+        rows.append({"student": folder.parent.parent.name, "method": folder.parent.name,
+                     "seed": int(folder.name[len("seed"):]), "output": str(folder), **read_result(folder)})
+    return sorted(rows, key=lambda r: (r["student"], r["method"] != "alone"))
+
+
 def aggregate_real(rows: list[dict], teacher: dict | None) -> list[dict]:
     """Per (student, method): seeds, pooled IoU mean and spread, mean over chips, gap to the teacher, gain
     over the student alone, the threshold."""

@@ -61,6 +61,18 @@ def test_real_study_table_beside_teacher_and_threshold(real_study):
     assert alone["gain_over_alone"] == pytest.approx(0.0)
 
 
+def test_table_only_reads_the_finished_runs(real_study, chips_root, monkeypatch, capsys):  # noqa: F811
+    import kd_study
+    out, teachers = real_study
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("TABLE_ONLY trained something"))
+    monkeypatch.setattr(sys, "argv", ["kd_study.py", f"REAL_DATA={chips_root}", f"TEACHERS={teachers}",
+                                      f"OUTPUT_DIR={out}", "TABLE_ONLY=1", "EPOCHS=2"])
+    kd_study.main()
+    printed = capsys.readouterr().out
+    table = json.loads((out / "study.json").read_text())["table"]
+    assert [r["method"] for r in table] == ["alone", "response"] and "seeds 1," in printed
+
+
 def test_real_study_aggregate_by_hand():
     from lib_kd.real_study import aggregate_real
     rows = [{"student": "S", "method": m, "seed": s, "pooled": v, "chip_mean": v - 0.1, "threshold": 0.5}
