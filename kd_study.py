@@ -31,10 +31,11 @@ SEEDS = "1,2"
 METHODS = {
     "alone": None,
     "response": {},                                        # the published loss
-    "feature": {"KD_FEATURE": 1.0},
-    "cwd": {"KD_CWD": 1.0},
+    # feature and CWD at 0.3: at 1 they drove UnetLight to IoU 0 on a real chip (docs/distillation-methods.md)
+    "feature": {"KD_FEATURE": 0.3},
+    "cwd": {"KD_CWD": 0.3},
     "affinity": {"KD_AFFINITY": 1.0},
-    "all": {"KD_FEATURE": 1.0, "KD_CWD": 1.0, "KD_AFFINITY": 1.0},
+    "all": {"KD_FEATURE": 0.3, "KD_CWD": 0.3, "KD_AFFINITY": 1.0},
     "mimic": {"KD_ALPHA": 1.0, "KD_BETA": 0.0, "KD_TEMPERATURE": 1.0},  # the teacher's predictions only: capacity
 }
 OUTPUT_DIR = "runs/kd_study"

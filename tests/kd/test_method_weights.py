@@ -6,7 +6,7 @@ from conftest import ROOT
 import kd_study
 from lib_kd.constants import kd_constants
 
-WEIGHTS = {"feature": {"KD_FEATURE": FEATURE_W}, "cwd": {"KD_CWD": CWD_W}, "affinity": {"KD_AFFINITY": 1.0}}
+WEIGHTS = {"feature": {"KD_FEATURE": 0.3}, "cwd": {"KD_CWD": 0.3}, "affinity": {"KD_AFFINITY": 1.0}}
 
 
 def test_study_methods_take_the_weights_measured_on_real_chips():
