@@ -3,6 +3,7 @@
     python benchmark_real.py /tmp/real5
     python benchmark_real.py /tmp/real5 SCRIPT=train_pspnet.py EPOCHS=20 OUTPUT_DIR=runs/benchmark_real_pspnet
     python benchmark_real.py data/s1f11 GROUP_BY=region CHIPS=Spain,Bolivia EPOCHS=40 BCE_WEIGHT=0.5
+    python benchmark_real.py /tmp/real5 SCRIPT=kd.py TEACHERS=runs/benchmark_real_pspnet STUDENT=UnetLight
 
 DATA_ROOT is a prepared dataset (prepare_data.py) whose patch ids are {chip}_r{i}c{j}; every split folder
 below it is read, so a flat train/ layout and a k-fold layout both work. For each chip (or GROUP_BY group)
@@ -26,6 +27,10 @@ training folds.
 
     python benchmark_real.py /tmp/real5 TRAIN_BANDS=VV,VH EPOCHS=40 METHODS=model,threshold,ensemble
     python benchmark_real.py /tmp/real5 CHECKPOINT=runs/pspnet/best.pt METHODS=model,threshold,ensemble OUTPUT_DIR=runs/demo_methods
+
+SCRIPT=kd.py distils on every fold the teacher that never saw its held-out chip: TEACHERS names the
+OUTPUT_DIR of a teacher's benchmark_real.py run on the same data and chips, and each fold's kd.py takes
+TEACHER_CHECKPOINT=TEACHERS/<chip>/run/last.pt (docs/distillation-methods.md#measured-on-real-chips).
 """
 from __future__ import annotations
 
@@ -47,13 +52,15 @@ GROUP_BY = "chip"            # what is held out together: "chip", "region" (name
 CHIPS = None                 # None: hold out every chip in turn; "a,b": only these (the others still train)
 RESUME = False               # continue folds whose run stopped before its last epoch
 DEVICE = "auto"              # for scoring; the training script has its own DEVICE
-BATCH_SIZE = 32              # for scoring
+BATCH_SIZE = 32              # for scoring; given, also every fold's training BATCH_SIZE
 METHODS = None               # "model,threshold,ensemble": also map each chip whole with these predict.py --method values
 CHECKPOINT = None            # a model trained elsewhere, scored on every chip (no fold trained)
+TEACHERS = None              # SCRIPT=kd.py: a teacher's benchmark_real OUTPUT_DIR (its fold <chip> teaches fold <chip>)
 FOLD_DEFAULTS = {"TRAIN_BANDS": "VV,VH",          # the bands every real chip has
                  "PATIENCE": "1000000", "PLATEAU_PATIENCE": "1000000"}  # the held-out chip must not steer training
 OWN = {"SCRIPT": SCRIPT, "OUTPUT_DIR": OUTPUT_DIR, "GROUP_BY": GROUP_BY, "CHIPS": CHIPS, "RESUME": RESUME,
-       "DEVICE": DEVICE, "BATCH_SIZE": BATCH_SIZE, "METHODS": METHODS, "CHECKPOINT": CHECKPOINT}
+       "DEVICE": DEVICE, "BATCH_SIZE": BATCH_SIZE, "METHODS": METHODS, "CHECKPOINT": CHECKPOINT,
+       "TEACHERS": TEACHERS}
 
 
 def script_names(script: Path) -> set[str]:
@@ -77,6 +84,8 @@ def parse_argv(argv: list[str]) -> tuple[Path, dict, dict]:
             raise ConfigError(f"cannot read argument {arg!r}: expected NAME=value, e.g. EPOCHS=2")
         if name in OWN:
             own[name] = parse_value(name, text, OWN[name])
+            if name == "BATCH_SIZE":  # the training scripts' constant too: BATCH_SIZE=4 means 4 patches a step
+                passed[name] = text
         elif name == "DATA_ROOT":
             raise ConfigError("DATA_ROOT is the first argument; each fold's DATA_ROOT is made by this script")
         else:
@@ -84,13 +93,15 @@ def parse_argv(argv: list[str]) -> tuple[Path, dict, dict]:
     script = Path(str(own["SCRIPT"]))
     if not script.is_file() and (Path(__file__).parent / script).is_file():  # run from another folder
         script = Path(__file__).parent / script
-    if not script.is_file() or not script.name.startswith("train_") or script.suffix != ".py":
-        raise ConfigError(f"SCRIPT={own['SCRIPT']!r}: not a training script (e.g. train_unetlight.py, train_pspnet.py)")
+    if not script.is_file() or not (script.name.startswith("train_") or script.name == "kd.py") or script.suffix != ".py":
+        raise ConfigError(f"SCRIPT={own['SCRIPT']!r}: not a training script (e.g. train_unetlight.py, train_pspnet.py, kd.py)")
+    check_teachers(script, own, passed)
     unknown = sorted(set(passed) - script_names(script))
     if unknown:
         raise ConfigError(f"{', '.join(unknown)}: not a constant of {script} nor of benchmark_real.py "
                           f"({', '.join(OWN)})")
     if own["CHECKPOINT"] is not None:
+        passed.pop("BATCH_SIZE", None)  # scoring's only: no fold is trained
         if passed:
             raise ConfigError(f"{', '.join(passed)}: CHECKPOINT={own['CHECKPOINT']} scores a trained model; "
                               f"no fold is trained, so there is no training script to pass them to")
@@ -115,6 +126,36 @@ def method_names(methods) -> list[str] | None:
 def fold_checkpoint(fold: Path, own: dict) -> Path:
     """The model scored on the fold's held-out chip: CHECKPOINT, else the fold's last epoch."""
     return Path(str(own["CHECKPOINT"])) if own["CHECKPOINT"] is not None else fold / "run" / "last.pt"
+
+
+def check_teachers(script: Path, own: dict, passed: dict) -> None:
+    """kd.py takes its teachers from TEACHERS, one per fold; any other script takes none."""
+    if script.name != "kd.py":
+        if own["TEACHERS"] is not None:
+            raise ConfigError(f"TEACHERS={own['TEACHERS']!r}: only SCRIPT=kd.py distils; {script.name} trains alone")
+        return
+    if own["TEACHERS"] is None:
+        raise ConfigError("SCRIPT=kd.py needs TEACHERS=<a teacher's benchmark_real OUTPUT_DIR>: each fold's teacher "
+                          "must be one that never saw its held-out chip")
+    if "TEACHER_CHECKPOINT" in passed:
+        raise ConfigError("TEACHER_CHECKPOINT: each fold takes TEACHERS/<chip>/run/last.pt; pass TEACHERS only")
+
+
+def fold_teacher(teachers: str, chip: str, train_chips: list[str]) -> dict:
+    """{"TEACHER_CHECKPOINT": ...} of the teacher fold that held out `chip`, trained on the same chips."""
+    fold = Path(teachers) / chip
+    checkpoint, record_path = fold / "run" / "last.pt", fold / "score.json"
+    try:
+        trained_on = json.loads(record_path.read_text())["settings"]["train_chips"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(f"TEACHERS={teachers!r}: no finished teacher fold for {chip} ({record_path} missing or "
+                          f"unreadable); run benchmark_real.py with the teacher's script there first") from None
+    if trained_on != train_chips:
+        raise ConfigError(f"TEACHERS={teachers!r}: the teacher of {chip} trained on {', '.join(trained_on)}, this fold "
+                          f"on {', '.join(train_chips)}: a teacher benchmark_real run on the same data and GROUP_BY")
+    if not checkpoint.is_file():
+        raise ConfigError(f"TEACHERS={teachers!r}: {checkpoint} is missing")
+    return {"TEACHER_CHECKPOINT": str(checkpoint)}
 
 
 def selected(groups: dict, chips) -> list[str]:
@@ -194,9 +235,11 @@ def run_fold(groups: dict, chip: str, script: Path, own: dict, passed: dict) -> 
     fold = Path(str(own["OUTPUT_DIR"])) / chip
     record_path = fold / "score.json"
     patches = {g: [p.patch_id for p in patches] for g, patches in groups.items()}
+    train_chips = sorted(g for g in groups if g != chip)
+    if own["TEACHERS"] is not None:
+        passed = {**passed, **fold_teacher(str(own["TEACHERS"]), chip, train_chips)}
     settings = ({"checkpoint": str(own["CHECKPOINT"]), "patches": patches} if own["CHECKPOINT"] is not None else
-                {"script": str(script), "passed": passed, "train_chips": sorted(g for g in groups if g != chip),
-                 "patches": patches})
+                {"script": str(script), "passed": passed, "train_chips": train_chips, "patches": patches})
     if record_path.exists():
         record = json.loads(record_path.read_text())
         if record.get("settings") == settings:

@@ -42,7 +42,8 @@ INIT_CHECKPOINT = None       # a checkpoint of the same model to start from (fin
 FTL_ALPHA = 0.30             # weight of false positives
 FTL_BETA = 0.70              # weight of false negatives
 FTL_GAMMA = 0.75             # focal exponent; 1.0 is plain Tversky (the published code)
-BCE_WEIGHT = 0.0             # + this x binary cross-entropy; 0: Focal Tversky alone (published; docs/real-sar.md)
+BCE_WEIGHT = 0.5             # + this x binary cross-entropy; 0: Focal Tversky alone (published), with which PSPMixer
+                             # (no BatchNorm) never leaves "all water" (docs/distillation-methods.md#students-that-learn-alone)
 # system
 DEVICE = "auto"              # "auto", "cpu", "cuda", "cuda:1"
 PRECISION = "auto"           # "auto": bf16 on CUDA and on CPUs with native bf16, else fp32; "fp32", "bf16", "fp16"

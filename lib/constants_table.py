@@ -45,7 +45,9 @@ SCRIPT_DIFFERENCES = {
                         "OUTPUT_DIR": "its own runs/<model> folder"},
     "train_mlp256.py": {"OUTPUT_DIR": "its own runs/<model> folder"},
     "train_unetlight.py": {"OUTPUT_DIR": "its own runs/<model> folder"},
-    "train_pspmixer.py": {"OUTPUT_DIR": "its own runs/<model> folder"},
+    "train_pspmixer.py": {"OUTPUT_DIR": "its own runs/<model> folder",
+                          "BCE_WEIGHT": "0.5: without BatchNorm, PSPMixer alone never leaves all water under Focal "
+                                        "Tversky alone (docs/distillation-methods.md#students-that-learn-alone)"},
     "train_hrnet.py": KOMPSAT5_SCRIPT,
     "train_deepunet.py": KOMPSAT5_SCRIPT,
     "train_unet_classic.py": KOMPSAT5_SCRIPT,

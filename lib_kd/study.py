@@ -19,7 +19,7 @@ from lib.errors import ConfigError, TrainingError
 from lib_kd.model_kd import (INHERITED_DATA, PSPMIXER_CONSTANTS, ROOT, inherit_teacher_data, script_defaults,
                              train_script, value_text)
 
-STUDY_OWN = ("TEACHER_CHECKPOINT", "STUDENTS", "METHODS", "SEEDS", "OUTPUT_DIR", "DRY_RUN")
+STUDY_OWN = ("TEACHER_CHECKPOINT", "STUDENTS", "METHODS", "SEEDS", "OUTPUT_DIR", "DRY_RUN", "REAL_DATA", "TEACHERS", "TABLE_ONLY")
 
 
 def as_list(value, name: str, cast=str) -> list:
