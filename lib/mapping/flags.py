@@ -9,7 +9,8 @@
        radar shadow and layover, and terrain floods rarely stand on
     8  excluded: non-zero in --exclude
 
-Backscatter is the first band's, in dB within the checkpoint's normalization range (the model's input
+Backscatter is the first band's (a stacked checkpoint's: the threshold's band, lib/mapping/options.py
+backscatter_band), in dB within the checkpoint's normalization range (the model's input
 times the range's span; values outside the range count as its ends).
 """
 from __future__ import annotations
@@ -56,10 +57,13 @@ def slope_degrees(dem, grid: dict, row0: int, row1: int) -> np.ndarray:
 class FlagsWriter:
     """Collects finished strips until whole BLOCK-row blocks are there (the contrast test is per block),
     then writes their flags; closing it closes `writer`. reader / preprocess: the scene's, for the backscatter; span_db: the first
-    band's normalization span; dem: a reader on the grid or None."""
+    band's normalization span; dem: a reader on the grid or None; band: the index of the backscatter band in
+    a reader of several."""
 
-    def __init__(self, writer, reader, preprocess, span_db: float, grid: dict, dem=None, block: int = BLOCK):
+    def __init__(self, writer, reader, preprocess, span_db: float, grid: dict, dem=None, block: int = BLOCK,
+                 band: int = 0):
         self.writer, self.reader, self.preprocess, self.span_db = writer, reader, preprocess, span_db
+        self.band = band
         self.grid, self.dem, self.block = grid, dem, block
         self.pending: list[tuple] = []
         self.start = self.count = 0
@@ -76,7 +80,7 @@ class FlagsWriter:
         water, invalid, excluded = (np.concatenate(parts) for parts in zip(*self.pending))
         row0, row1 = self.start, self.start + n
         raw = self.reader.read(row0, row1)
-        image, _ = self.preprocess(raw[0] if raw.ndim == 3 else raw)
+        image, _ = self.preprocess(raw[self.band] if raw.ndim == 3 else raw)
         flags = np.where(invalid[:n], NO_DATA, 0).astype(np.uint8)
         valid = ~invalid[:n] & ~excluded[:n]
         flags[low_contrast(water[:n] & valid, valid, image * self.span_db, self.block)] |= LOW_CONTRAST
