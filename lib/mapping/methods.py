@@ -121,7 +121,8 @@ class ThresholdModel(nn.Module):
         self.register_buffer("scale", torch.tensor((hi - lo) / SOFTNESS_DB, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.level - x[:, self.channel:self.channel + 1].float()) * self.scale
+        x = x[:, self.channel:self.channel + 1] if x.ndim == 4 else x  # a [N, C, H, W] batch: the band's channel
+        return (self.level - x.float()) * self.scale
 
 
 class EnsembleModel(nn.Module):

@@ -254,7 +254,7 @@ def map_scene(model: nn.Module, data: dict, inputs: list[Path], outputs: SceneOu
         scene = Scene.open(inputs, bands, raster_bands, open_input_checked)
         try:
             check_output_kinds(outputs, is_georeferenced(scene.grid))
-            check_uncertainty(outputs, o.tta, bands[:1] if plan.stacked else bands)  # stacked: no band spread
+            check_uncertainty(outputs, o.tta, bands, plan.stacked)
             check_layer_inputs(outputs, o, is_georeferenced(scene.grid))
             check_scene_values(scene, plan, data, warn)
             note_bands(scene, note)

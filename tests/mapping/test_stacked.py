@@ -149,7 +149,7 @@ def test_pre_event_flags_and_uncertainty_work_on_the_stack(stacked_mlp, scene, t
     dry = np.where(np.isfinite(vv), -6.0, np.nan).astype(np.float32), np.full_like(vh, -11.0)
     pre_vv = write_geotiff(tmp_path / "pre_vv.tif", dry[0], crs="EPSG:32630", transform=UTM)
     pre_vh = write_geotiff(tmp_path / "pre_vh.tif", dry[1], crs="EPSG:32630", transform=UTM)
-    with pytest.raises(SystemExit, match="^error: .*--uncertainty"):   # no band spread: TTA needed
+    with pytest.raises(SystemExit, match="^error: .*--uncertainty .*stacked.*add --tta"):   # no band spread
         run(checkpoint, scene["vh"], scene["vv"], tmp_path / "m.tif", "--band", "VH,VV", "--uncertainty",
             tmp_path / "u.tif")
     # the model on the same scene before and after: its water is all pre-event water, no flood
@@ -180,3 +180,12 @@ def test_an_exported_stacked_model_maps_like_its_checkpoint(stacked_mlp, scene, 
     run(checkpoint, scene["both"], tmp_path / "pt.tif", "--probability", tmp_path / "pt_p.tif")
     run(onnx_path, scene["both"], tmp_path / "onnx.tif", "--probability", tmp_path / "onnx_p.tif")
     assert np.nanmax(np.abs(read(tmp_path / "pt_p.tif") - read(tmp_path / "onnx_p.tif"))) < 1e-4
+
+
+def test_many_scenes_map_with_a_stacked_model(stacked_mlp, scene, tmp_path):
+    checkpoint, _ = stacked_mlp
+    result = run(checkpoint, scene["both"], "--out-dir", tmp_path / "maps")
+    assert [row["status"] for row in result["scenes"]] == ["ok"]
+    mask = read(next((tmp_path / "maps").glob("*_water.tif")))
+    run(checkpoint, scene["both"], tmp_path / "one.tif")
+    assert np.array_equal(mask, read(tmp_path / "one.tif"))
