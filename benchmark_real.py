@@ -224,8 +224,8 @@ def with_methods(record: dict, groups: dict, chip: str, fold: Path, own: dict) -
     path = fold_checkpoint(fold, own)
     model, checkpoint = load_model_any(path, "cpu")
     bands = method_bands(groups, checkpoint["data"])
-    print(f"{chip}: mapping the whole chip with --method {', '.join(methods)} ({', '.join(bands)}, each alone)",
-          flush=True)
+    how = "stacked as the model's input" if checkpoint["data"].get("input_bands") else "each alone"
+    print(f"{chip}: mapping the whole chip with --method {', '.join(methods)} ({', '.join(bands)}, {how})", flush=True)
     record["methods"] = {"names": methods, **map_chip(model, checkpoint, path, groups[chip], bands, methods)}
     (fold / "score.json").write_text(json.dumps(record, indent=2))
     return record

@@ -124,9 +124,9 @@ def replace(model: nn.Module, name: str, new: nn.Module) -> None:
 def export(model: nn.Module, checkpoint: dict, output: Path, opset: int = OPSET) -> Path:
     """Write `model` (from `checkpoint`) to `output` with a dynamic batch axis and the metadata."""
     import onnx
-    size = int(checkpoint["data"].get("image_size", 256))
-    model = exportable(model.cpu(), size)
-    dummy = torch.rand(2, 1, size, size)
+    size, channels = int(checkpoint["data"].get("image_size", 256)), input_channels(checkpoint)
+    model = exportable(model.cpu(), size, channels)
+    dummy = torch.rand(2, channels, size, size)
     output.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about shape checks that are constant for a fixed size
@@ -137,7 +137,9 @@ def export(model: nn.Module, checkpoint: dict, output: Path, opset: int = OPSET)
     onnx.checker.check_model(proto)
     for key, value in (("model", checkpoint["model"]), ("data", checkpoint["data"]),
                        ("constants", checkpoint.get("constants") or {}), ("epoch", checkpoint.get("epoch")),
-                       ("input", "image: float32 [batch, 1, S, S], band normalized to [0, 1] with data.normalization"),
+                       ("input", f"image: float32 [batch, {channels}, S, S], "
+                                 + (f"bands {'+'.join(checkpoint['data']['input_bands'])} stacked, each"
+                                    if channels > 1 else "band") + " normalized to [0, 1] with data.normalization"),
                        ("output", "logits: float32 [batch, 1, S, S]; water where logit >= 0")):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value, default=str)
@@ -145,7 +147,13 @@ def export(model: nn.Module, checkpoint: dict, output: Path, opset: int = OPSET)
     return output
 
 
-def check(model: nn.Module, onnx_path: Path, image_size: int, batches=CHECK_BATCHES, seed: int = 0) -> float:
+def input_channels(checkpoint: dict) -> int:
+    """The model's input channels: its stacked bands (INPUT_BANDS), else 1."""
+    return len(checkpoint["data"].get("input_bands") or ()) or 1
+
+
+def check(model: nn.Module, onnx_path: Path, image_size: int, batches=CHECK_BATCHES, seed: int = 0,
+          channels: int = 1) -> float:
     """Maximum absolute logit difference between ONNX Runtime (CPU) and PyTorch on random [0, 1] inputs."""
     import onnxruntime as ort
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -153,7 +161,7 @@ def check(model: nn.Module, onnx_path: Path, image_size: int, batches=CHECK_BATC
     model = model.cpu().eval()
     worst = 0.0
     for batch in batches:
-        x = torch.rand(batch, 1, image_size, image_size, generator=generator)
+        x = torch.rand(batch, channels, image_size, image_size, generator=generator)
         with torch.no_grad():
             reference = model(x).numpy()
         result = session.run(["logits"], {"image": x.numpy()})[0]
@@ -256,10 +264,10 @@ def main(argv=None) -> dict:
     model, checkpoint = load_model(args.checkpoint, "cpu")
     size = int(checkpoint["data"].get("image_size", 256))
     export(model, checkpoint, output, args.opset)
-    difference = check(model, output, size)
+    difference = check(model, output, size, channels=input_channels(checkpoint))
     ok = difference <= args.tolerance
     print(f"{checkpoint['model']['name']}: wrote {output} ({output.stat().st_size / 1e6:.2f} MB, opset {args.opset}, "
-          f"input [batch, 1, {size}, {size}]); ONNX Runtime vs PyTorch at batch {', '.join(map(str, CHECK_BATCHES))}: "
+          f"input [batch, {input_channels(checkpoint)}, {size}, {size}]); ONNX Runtime vs PyTorch at batch {', '.join(map(str, CHECK_BATCHES))}: "
           f"max abs logit difference {difference:.3g} ({'ok' if ok else 'FAILED'}, tolerance {args.tolerance:g})")
     if not ok:
         raise SystemExit(1)

@@ -7,13 +7,17 @@
     python predict.py best.pt post.tif water.tif --pre pre.tif --flood flood.tif --polygons flood.gpkg \
         --summary summary.json --min-area-m2 5000 --tta flip --uncertainty std.tif
     python predict.py best.pt S1.tif water.tif --band VV,VH --raster-band 1,2 --fuse mean   # both polarisations
+    python predict.py vvvh.pt vv.tif vh.tif water.tif      # a checkpoint trained with INPUT_BANDS=VV+VH
     python predict.py best.pt post_vh.tif water.tif --band VH --method threshold --pre pre_vh.tif --flood f.tif
     python predict.py best.pt 'scenes/*.tif' --out-dir maps --flood flood.tif --resume-batch  # many scenes
 
 Input: a raster of any size (GeoTIFF or anything GDAL reads, or a .npy array): SAR backscatter in dB, or
 linear power with --units linear; KOMPSAT-5 checkpoints expect HH amplitude DN. One band is read
 (--raster-band), or several (--band VV,VH with --raster-band 1,2, or one file per band before OUTPUT),
-each mapped by the model and fused.
+each mapped by the model and fused. A checkpoint trained with the bands stacked as input channels
+(INPUT_BANDS=VV+VH) takes exactly those bands (--band defaults to them), all at once: one probability, no
+fusion (--fuse unused), no-data where any band is; --method threshold/ensemble and --flags use one of its
+bands (--threshold-band, default VH when it is one); the --pre change test averages the bands' log-ratios.
 Output: a uint8 Cloud-Optimized GeoTIFF, 1 water, 0 not water, 255 no-data (NaN/inf or the raster's
 nodata value in the input), with the input's CRS, transform and size; a float32 probability COG with
 --probability; a PNG quick-look (default OUTPUT with .png). Flood products (docs/flood-mapping.md):
@@ -64,7 +68,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="scene raster(s) (GeoTIFF, ... or .npy; one per band with --band VV,VH) then the water "
                              "mask (uint8: 1 water, 0 not, 255 no-data); with --out-dir only scenes (files or globs)")
     parser.add_argument("--band", help="which band the input is (VV, VH, ...): picks the normalization range; "
-                                       "VV,VH maps both and fuses them; default the checkpoint's first validation band")
+                                       "VV,VH maps both and fuses them; default the checkpoint's first validation band "
+                                       "(a stacked checkpoint's: its INPUT_BANDS, which it needs, in any order)")
     parser.add_argument("--raster-band", type=int_list, help="band(s) of a multi-band input to read (1-based; 1,2 "
                                                              "with --band VV,VH; default 1, or 1..n for n bands)")
     parser.add_argument("--units", choices=UNITS,
@@ -78,6 +83,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--method", default=METHOD, help="model, threshold (per-scene split of the band's "
                         f"histogram) or ensemble (both); default {METHOD}, the best with a checkpoint trained on real "
                         f"SAR; with a demo-trained one, threshold on VH maps better (docs/flood-mapping.md)")
+    parser.add_argument("--threshold-band", help="checkpoint trained with INPUT_BANDS: the band of --method "
+                        "threshold/ensemble and of --flags' contrast test (default VH when an input band, else the first)")
     parser.add_argument("--threshold", type=float, default=THRESHOLD, help=f"probability threshold ({THRESHOLD})")
     parser.add_argument("--probability", type=Path, help="also write float32 water probabilities here")
     parser.add_argument("--quicklook", type=Path, help="PNG quick-look (default OUTPUT with .png)")
@@ -98,7 +105,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     flood.add_argument("--min-area-m2", type=float, default=0.0, help="drop polygons smaller than this (m2)")
     flood.add_argument("--simplify-m", type=float, default=0.0, help="polygon simplification tolerance in metres")
     flood.add_argument("--summary", type=Path, help="JSON: class areas, no-data share, model, inputs, timings")
-    flood.add_argument("--fuse", choices=FUSE, default="mean", help="fusion of several bands' probabilities")
+    flood.add_argument("--fuse", choices=FUSE, default="mean", help="fusion of several bands' probabilities "
+                                                                     "(unused by a stacked checkpoint: one probability)")
     flood.add_argument("--tta", choices=TTA, default="none", help="test-time augmentation: flip (4 views), d4 (8)")
     flood.add_argument("--uncertainty", type=Path, help="float32 GeoTIFF: std of the probabilities over the TTA "
                                                         "views and fused bands")
@@ -147,7 +155,7 @@ def scene_options(args, batch_size: int, device, precision: str) -> SceneOptions
                         reference_water=args.reference_water, reference_threshold=args.reference_threshold,
                         exclude=args.exclude, min_area_m2=args.min_area_m2, simplify_m=args.simplify_m,
                         change_db=parse_change_db(args.change_db), method=args.method,
-                        temperature=args.temperature, dem=args.dem)
+                        temperature=args.temperature, dem=args.dem, threshold_band=args.threshold_band)
 
 
 def main(argv=None) -> dict:
@@ -183,11 +191,6 @@ def predict(args) -> dict:
     speed = speed_settings({"PRECISION": args.precision}, device)
     options = scene_options(args, batch_size, device, speed["precision"])
     model, checkpoint = load_model_any(args.checkpoint, device)  # a .pt checkpoint or an exported .onnx
-    stacked = checkpoint["data"].get("input_bands")
-    if stacked:  # scene mapping feeds one band per pass; a model of stacked bands needs them all at once
-        raise InferenceError(f"{args.checkpoint}: trained with INPUT_BANDS={'+'.join(stacked)} (the bands as input "
-                             f"channels); predict.py maps one band at a time and cannot apply it yet: score it with "
-                             f"evaluate.py, or map with a band-agnostic checkpoint (INPUT_BANDS=None)")
     options.baseline = checkpoint.get("baseline")  # the threshold method's fallback
     if speed["channels_last"]:
         model.to(memory_format=torch.channels_last)

@@ -6,6 +6,10 @@ prepare_data.py's default stride, no overlap), so the scene threshold of `--meth
 whole chip, as on the original file. It is written to a temporary GeoTIFF and mapped by map_scene (predict.py's
 engine: tiles, blending, input checks, lib/mapping/methods.py) with the checkpoint's recorded thresholds as the
 fallback; the water mask is scored against the stitched label (0 land, 1 water, anything else no-data).
+
+A checkpoint trained with the bands stacked as input channels (INPUT_BANDS) maps the chip's stacked bands
+(one GeoTIFF band each); its table keeps one column per band: `model` (the same in each), `threshold` on that
+band and `ensemble` of the model with that band's threshold (predict.py --threshold-band).
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import numpy as np
 from lib.bench.chip_table import cell, scores
 from lib.data.bands import band_unit
 from lib.errors import ConfigError
+from lib.mapping.options import SceneOptions
 
 PATCH_POSITION = re.compile(r"_r(\d+)c(\d+)$")
 
@@ -38,9 +43,15 @@ def stitch(patches: list, band: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def method_bands(groups: dict, data: dict) -> list[str]:
-    """The backscatter bands in dB (VV, VH, HH) that every chip has and the checkpoint normalizes."""
-    bands = [b for b in data["normalization"] if band_unit(b) == "dB"
-             and all(b in p.bands for patches in groups.values() for p in patches)]
+    """The backscatter bands in dB (VV, VH, HH) that every chip has and the checkpoint normalizes (a stacked
+    checkpoint: its input bands, which every chip must have)."""
+    stack = data.get("input_bands")
+    everywhere = [b for b in stack or data["normalization"] if all(b in p.bands for patches in groups.values()
+                                                                   for p in patches)]
+    if stack and everywhere != list(stack):
+        raise ConfigError(f"METHODS: the checkpoint stacks {'+'.join(stack)} (INPUT_BANDS) but not every chip has "
+                          f"{', '.join(b for b in stack if b not in everywhere)}")
+    bands = [b for b in everywhere if band_unit(b) == "dB"]
     if not bands:
         raise ConfigError("METHODS: no backscatter band in dB (VV, VH, HH) that every chip has and the checkpoint "
                           f"normalizes ({', '.join(data['normalization'])})")
@@ -48,13 +59,15 @@ def method_bands(groups: dict, data: dict) -> list[str]:
 
 
 def write_scene(image: np.ndarray, path: Path) -> None:
+    """A float32 GeoTIFF of [H, W] or [bands, H, W]."""
     import rasterio
     from affine import Affine
-    profile = {"driver": "GTiff", "width": image.shape[1], "height": image.shape[0], "count": 1,
+    image = image if image.ndim == 3 else image[None]
+    profile = {"driver": "GTiff", "width": image.shape[2], "height": image.shape[1], "count": len(image),
                "dtype": "float32", "nodata": float("nan"),
-               "transform": Affine(1, 0, 0, 0, -1, image.shape[0])}  # pixel units, no CRS (not the identity: no warning)
+               "transform": Affine(1, 0, 0, 0, -1, image.shape[1])}  # pixel units, no CRS (not the identity: no warning)
     with rasterio.open(path, "w", **profile) as out:
-        out.write(image, 1)
+        out.write(image)
 
 
 def confusion(mask: np.ndarray, label: np.ndarray) -> list[int]:
@@ -67,26 +80,42 @@ def confusion(mask: np.ndarray, label: np.ndarray) -> list[int]:
 
 def map_chip(model, checkpoint: dict, path: Path, patches: list, bands: list[str], methods: list[str]) -> dict:
     """{"counts": {method: {band: counts}}, "thresholds": {band: the threshold method's record}} of one chip."""
-    import rasterio
-    from lib.mapping.scene import SceneOptions, SceneOutputs, map_scene
+    stack = checkpoint["data"].get("input_bands")
     record = {"counts": {m: {} for m in methods}, "thresholds": {}}
     with tempfile.TemporaryDirectory() as folder:
+        scene = Path(folder) / "stacked.tif"
+        if stack:
+            stitched = [stitch(patches, b) for b in stack]
+            write_scene(np.stack([image for image, _ in stitched]), scene)
+            label = stitched[0][1]
         for band in bands:
-            image, label = stitch(patches, band)
-            scene = Path(folder) / f"{band}.tif"
-            write_scene(image, scene)
+            if not stack:
+                image, label = stitch(patches, band)
+                scene = Path(folder) / f"{band}.tif"
+                write_scene(image, scene)
             for method in methods:
-                outputs = SceneOutputs(mask=Path(folder) / f"{band}_{method}_water.tif")
-                options = SceneOptions(bands=[band], method=method, baseline=checkpoint.get("baseline"),
-                                       progress=False)
-                summary = map_scene(model, checkpoint["data"], [scene], outputs, options,
-                                    model_info={"checkpoint": str(path)}, note=lambda m: None)
-                with rasterio.open(outputs.mask) as mask:
-                    record["counts"][method][band] = confusion(mask.read(1), label)
+                if stack and method == "model" and record["counts"]["model"]:  # one stacked model for every band
+                    record["counts"]["model"][band] = next(iter(record["counts"]["model"].values()))
+                    continue
+                options = SceneOptions(bands=None if stack else [band], threshold_band=band if stack else None,
+                                       method=method, baseline=checkpoint.get("baseline"), progress=False)
+                counts, summary = map_and_score(model, checkpoint, path, scene, label, options,
+                                                Path(folder) / f"{band}_{method}_water.tif")
+                record["counts"][method][band] = counts
                 if method != "model":
                     record["thresholds"][band] = {k: summary["method"].get(k) for k in
                                                   ("threshold_db", "source", "separability")}
     return record
+
+
+def map_and_score(model, checkpoint: dict, path: Path, scene: Path, label: np.ndarray, options, mask: Path):
+    """(confusion counts, summary) of one scene mapped by map_scene."""
+    import rasterio
+    from lib.mapping.scene import SceneOutputs, map_scene
+    summary = map_scene(model, checkpoint["data"], [scene], SceneOutputs(mask=mask), options,
+                        model_info={"checkpoint": str(path)}, note=lambda m: None)
+    with rasterio.open(mask) as opened:
+        return confusion(opened.read(1), label), summary
 
 
 def summarize_methods(chips: dict[str, dict], methods: list[str]) -> dict:

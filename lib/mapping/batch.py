@@ -109,7 +109,8 @@ def map_batch(model, data: dict, scenes: list[Path], out_dir: Path, template: Sc
     from tqdm import tqdm
     import torch
     check_options(options)  # a bad option is one error before any scene, not a failure of each
-    check_tile(model, resolve_tile(options, data)[0], torch.device(options.device))  # once for every scene
+    check_tile(model, resolve_tile(options, data)[0], torch.device(options.device),  # once for every scene
+               len(data.get("input_bands") or ()) or 1)
     if template.polygons is not None:
         vector_driver(template.polygons)
     check_scene_names(scenes)

@@ -9,7 +9,8 @@
        radar shadow and layover, and terrain floods rarely stand on
     8  excluded: non-zero in --exclude
 
-Backscatter is the first band's, in dB within the checkpoint's normalization range (the model's input
+Backscatter is the first band's (a stacked checkpoint's: the threshold's band, lib/mapping/options.py
+backscatter_band), in dB within the checkpoint's normalization range (the model's input
 times the range's span; values outside the range count as its ends).
 """
 from __future__ import annotations
@@ -55,17 +56,19 @@ def slope_degrees(dem, grid: dict, row0: int, row1: int) -> np.ndarray:
 
 class FlagsWriter:
     """Collects finished strips until whole BLOCK-row blocks are there (the contrast test is per block),
-    then writes their flags; closing it closes `writer`. span_db: the first band's normalization span
-    (the model input times it is backscatter in dB); dem: a reader on the grid or None."""
+    then writes their flags; closing it closes `writer`. span_db: the backscatter band's normalization span
+    (the model input times it is backscatter in dB); dem: a reader on the grid or None; band: the index of
+    the backscatter band among the engine's rows (a reader of several bands, a stacked model)."""
 
-    def __init__(self, writer, span_db: float, grid: dict, dem=None, block: int = BLOCK):
+    def __init__(self, writer, span_db: float, grid: dict, dem=None, block: int = BLOCK, band: int = 0):
         self.writer, self.span_db, self.grid, self.dem, self.block = writer, span_db, grid, dem, block
+        self.band = band
         self.pending: list[tuple] = []
         self.start = self.count = 0
 
     def add(self, row0: int, water: np.ndarray, input_invalid: np.ndarray, excluded: np.ndarray,
             image: np.ndarray) -> None:
-        """Rows from row0 on: water, the input's no-data, the exclusion and the first band's model input
+        """Rows from row0 on: water, the input's no-data, the exclusion and the backscatter band's model input
         (the engine's normalized rows: the scene is not read again)."""
         self.pending.append((water, input_invalid, excluded, image))
         self.count += len(water)

@@ -44,9 +44,16 @@ DESCRIPTIONS = {
 OBSERVED_COLORMAP = {0: (245, 245, 235, 255), 1: (30, 90, 200, 255), NODATA: (0, 0, 0, 0)}
 
 
-def check_uncertainty(outputs, tta: str, bands: list[str]) -> None:
-    """The std needs a spread: several TTA views or several bands; one view of one band has none."""
-    if outputs.uncertainty is not None and tta == "none" and len(bands) < 2:
+def check_uncertainty(outputs, tta: str, bands: list[str], stacked: bool = False) -> None:
+    """The std needs a spread: several TTA views or several fused bands; one view of one band (or of a
+    stacked model's bands: one probability) has none."""
+    if outputs.uncertainty is None or tta != "none":
+        return
+    if stacked:
+        raise InferenceError(f"{outputs.uncertainty}: --uncertainty is the std over TTA views; a model of stacked "
+                             f"bands ({','.join(bands)}) gives one probability, so without --tta there is no "
+                             f"spread: add --tta flip or d4")
+    if len(bands) < 2:
         raise InferenceError(f"{outputs.uncertainty}: --uncertainty is the std over TTA views and bands; with one "
                              f"band and no --tta there is no spread (it would be 0 everywhere): add --tta flip "
                              f"or d4, or a second band")
@@ -164,7 +171,7 @@ class LayerSink:
             self.writers["likelihood"].write(row0, likelihood_percent(probability, invalid, self.temperature))
         if self.flags is not None:
             self.flags.add(row0, water, input_invalid if input_invalid is not None else invalid, excluded,
-                           extra["images"][0])
+                           extra["images"][self.flags.band])
 
     def close(self) -> None:
         for writer in [*self.writers.values(), *([self.flags] if self.flags is not None else [])]:

@@ -15,7 +15,9 @@
 
 The threshold and ensemble methods are modules over the engine's normalized input (lib/mapping/tiling.py
 runs them like the model), so every product, the pre-event pass and the polygons work unchanged. They map
-one band (VV, VH or HH, in dB); the pre-event scene is mapped with the post-event scene's threshold.
+one band (VV, VH or HH, in dB); the pre-event scene is mapped with the post-event scene's threshold. With
+a stacked checkpoint (INPUT_BANDS) the threshold is on one of its bands (options.backscatter_band: VH when
+there, or --threshold-band) and the ensemble averages it with the model on every band.
 """
 from __future__ import annotations
 
@@ -108,15 +110,18 @@ def choose_threshold(db_sample: np.ndarray, band: str, baseline: dict | None, ch
 
 
 class ThresholdModel(nn.Module):
-    """Logits of water below `threshold_db`, from the engine's normalized input of `band`."""
+    """Logits of water below `threshold_db`, from the engine's normalized input of `band` (input channel
+    `channel`: a stacked model's input holds every band)."""
 
-    def __init__(self, threshold_db: float, band: str, normalization: dict):
+    def __init__(self, threshold_db: float, band: str, normalization: dict, channel: int = 0):
         super().__init__()
+        self.channel = channel
         lo, hi = band_range(band, normalization)
         self.register_buffer("level", torch.tensor((threshold_db - lo) / (hi - lo), dtype=torch.float32))
         self.register_buffer("scale", torch.tensor((hi - lo) / SOFTNESS_DB, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, self.channel:self.channel + 1] if x.ndim == 4 else x  # a [N, C, H, W] batch: the band's channel
         return (self.level - x.float()) * self.scale
 
 
@@ -133,11 +138,12 @@ class EnsembleModel(nn.Module):
 
 
 def scene_mapper(method: str, model, db_sample: np.ndarray | None, band: str, data: dict, baseline: dict | None,
-                 checkpoint: str) -> tuple[object, dict]:
-    """(what the engine runs, the summary's "method" block) for one scene."""
+                 checkpoint: str, channel: int = 0) -> tuple[object, dict]:
+    """(what the engine runs, the summary's "method" block) for one scene; channel: the band's input channel
+    (a stacked model's)."""
     if method == "model":
         return model, {"name": "model"}
     chosen = choose_threshold(db_sample, band, baseline, checkpoint)
-    threshold = ThresholdModel(chosen["threshold_db"], band, data["normalization"])
+    threshold = ThresholdModel(chosen["threshold_db"], band, data["normalization"], channel)
     record = {"name": method, "band": band, **chosen}
     return (threshold if method == "threshold" else EnsembleModel(model, threshold)), record

@@ -13,7 +13,7 @@ from lib.mapping import checks
 from lib.mapping.rasters import UNITS, default_units, make_preprocess
 from lib.mapping.tiling import FUSE, TTA, tile_origins
 
-__all__ = ["FUSE", "TTA", "UNITS", "Plan", "SceneOptions", "SceneOutputs", "check_options", "resolve_tile"]
+__all__ = ["FUSE", "TTA", "UNITS", "Plan", "backscatter_band", "SceneOptions", "SceneOutputs", "check_options", "resolve_tile"]
 
 
 @dataclass
@@ -41,6 +41,8 @@ class SceneOptions:
     baseline: dict | None = None            # the checkpoint's training-fitted thresholds (threshold's fallback)
     temperature: float | None = None        # of the likelihood (lib/mapping/calibration.py); None: checkpoint's or 1
     dem: Path | None = None                 # elevation raster for the steep-slope flag
+    threshold_band: str | None = None       # stacked checkpoint: the band of --method threshold/ensemble and
+                                            # the flags; default VH if an input band, else the first (backscatter_band)
 
 
 @dataclass
@@ -101,7 +103,9 @@ class Plan:
     overlap: int
     preprocessors: list[Callable]   # one per band
     temperature: float = 1.0        # of the likelihood: --temperature, the checkpoint's, or 1
-    data_range: tuple = (0.0, 1.0)  # the first band's normalization range (dB), for the contrast flag
+    data_range: tuple = (0.0, 1.0)  # the backscatter band's normalization range (dB), for the contrast flag
+    stacked: bool = False           # the bands are the model's input channels (checkpoint input_bands)
+    backscatter: int = 0            # index of the one band of the threshold, ensemble and flags
 
     @classmethod
     def resolve(cls, o: SceneOptions, data: dict, bands: list[str]) -> "Plan":
@@ -110,12 +114,28 @@ class Plan:
         tile, overlap = resolve_tile(o, data)
         calibration = float(data.get("calibration_db", 0.0))
         temperature = o.temperature or float((data.get("calibration") or {}).get("temperature", 1.0))
+        stacked = bool(data.get("input_bands"))
+        index = bands.index(backscatter_band(bands, o.threshold_band)) if stacked else 0
         return cls(o, units, tile, overlap, [make_preprocess(b, data["normalization"], units, calibration)
                                              for b in bands], temperature,
-                   tuple(band_range(bands[0], data["normalization"])))
+                   tuple(band_range(bands[index], data["normalization"])), stacked, index)
 
     def engine(self) -> dict:
         """predict_tiled's settings (the tile already checked against the model)."""
         o = self.options
         return dict(tile=self.tile, overlap=self.overlap, batch_size=o.batch_size, device=o.device,
-                    progress=o.progress, precision=o.precision, tta=o.tta, fuse=o.fuse, check=False)
+                    progress=o.progress, precision=o.precision, tta=o.tta, fuse=o.fuse, check=False,
+                    stacked=self.stacked)
+
+
+BACKSCATTER_PREFERENCE = "VH"  # the band whose threshold maps best on real chips (docs/flood-mapping.md)
+
+
+def backscatter_band(bands: list[str], chosen: str | None = None) -> str:
+    """The one band of a stacked model's threshold, ensemble and flags: `chosen` (--threshold-band), else VH
+    when it is an input band, else the first."""
+    if chosen is not None:
+        if chosen not in bands:
+            raise InferenceError(f"--threshold-band {chosen} is not one of the input bands ({','.join(bands)})")
+        return chosen
+    return BACKSCATTER_PREFERENCE if BACKSCATTER_PREFERENCE in bands else bands[0]

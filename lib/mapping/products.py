@@ -149,7 +149,7 @@ def open_layer_sink(scene, layers: Layers, plan: Plan, outputs: SceneOutputs, fi
     flags = None
     if "flags" in wanted:
         low, high = plan.data_range
-        flags = FlagsWriter(products["flags"].writer, high - low, grid, layers.dem)
+        flags = FlagsWriter(products["flags"].writer, high - low, grid, layers.dem, band=plan.backscatter)
         products["flags"].writer = flags  # the product's finish() closes it: the last part block is written
     writers = {name: products[name].writer for name in wanted if name != "flags"}
     return LayerSink(writers, layers.before, layers.before.reference, layers.excluded, o.threshold,

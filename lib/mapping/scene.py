@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 from typing import Callable
@@ -51,7 +52,8 @@ def note_stderr(message: str) -> None:
 
 def resolve_bands(inputs: list[Path], o: SceneOptions, data: dict) -> tuple[list[str], list[int]]:
     """(band names, 1-based raster band of each) for one multi-band file or one file per band."""
-    bands = list(o.bands or [(data.get("val_bands") or data.get("train_bands"))[0]])
+    default = data.get("input_bands") or [(data.get("val_bands") or data.get("train_bands"))[0]]
+    bands = list(o.bands or default)
     if len(inputs) > 1:
         if len(bands) != len(inputs):
             raise InferenceError(f"{len(inputs)} band files need one --band name each (got {','.join(bands)})")
@@ -68,6 +70,27 @@ def resolve_bands(inputs: list[Path], o: SceneOptions, data: dict) -> tuple[list
             raise InferenceError(f"band {name!r} has no normalization range in the checkpoint (it knows "
                                  f"{', '.join(data['normalization'])}); pass --band with one of those")
     return bands, raster_bands
+
+
+def stacked_order(inputs: list[Path], bands: list[str], raster_bands: list[int], o: SceneOptions,
+                  data: dict) -> tuple[list[Path], list[str], list[int], SceneOptions]:
+    """A stacked checkpoint takes exactly its input bands, in its order: the bands, their raster bands and
+    the files of one file per band (scene and --pre) put in that order; a band-agnostic one as given."""
+    stack = list(data.get("input_bands") or [])
+    if not stack:
+        if o.threshold_band is not None:
+            raise InferenceError("--threshold-band picks a band of a checkpoint trained with INPUT_BANDS; "
+                                 "with this band-agnostic checkpoint give the band with --band")
+        return inputs, bands, raster_bands, o
+    if sorted(bands) != sorted(stack):
+        raise InferenceError(f"the checkpoint was trained with INPUT_BANDS={'+'.join(stack)} (the bands as input "
+                             f"channels): --band must name exactly {','.join(stack)} (any order), got {','.join(bands)}")
+    order = [bands.index(band) for band in stack]
+    if len(inputs) > 1:
+        inputs = [inputs[i] for i in order]
+    if o.pre and len(o.pre) > 1:
+        o = replace(o, pre=[o.pre[i] for i in order])
+    return inputs, stack, [raster_bands[i] for i in order], o
 
 
 def band_groups(paths: list[Path], per_band: list) -> list[tuple[Path, list]]:
@@ -220,8 +243,9 @@ def map_scene(model: nn.Module, data: dict, inputs: list[Path], outputs: SceneOu
     inputs = [Path(p) for p in inputs]
     check_options(o)
     bands, raster_bands = resolve_bands(inputs, o, data)
-    check_method(o.method, bands)
+    inputs, bands, raster_bands, o = stacked_order(inputs, bands, raster_bands, o, data)
     plan = Plan.resolve(o, data, bands)
+    check_method(o.method, [bands[plan.backscatter]] if plan.stacked else bands)
     check_distinct(outputs.named(), {**{f"scene ({p.name})": p for p in inputs},
                                      **{f"pre-event ({p.name})": p for p in (o.pre or [])},
                                      "reference water": o.reference_water, "exclusion": o.exclude, "DEM": o.dem,
@@ -230,18 +254,21 @@ def map_scene(model: nn.Module, data: dict, inputs: list[Path], outputs: SceneOu
         scene = Scene.open(inputs, bands, raster_bands, open_input_checked)
         try:
             check_output_kinds(outputs, is_georeferenced(scene.grid))
-            check_uncertainty(outputs, o.tta, bands)
+            check_uncertainty(outputs, o.tta, bands, plan.stacked)
             check_layer_inputs(outputs, o, is_georeferenced(scene.grid))
             check_scene_values(scene, plan, data, warn)
             note_bands(scene, note)
+            if plan.stacked and o.fuse != "mean":
+                note(f"--fuse {o.fuse} is unused: the checkpoint takes {'+'.join(bands)} at once (one probability)")
             if outputs.flood and not (o.pre or o.reference_water):
                 warn("no --pre or --reference-water: every water pixel is flood (class 1) in the flood raster")
             layers = open_layers(scene, plan, data, warn)
             if not tile_checked:
-                check_tile(model, plan.tile, torch.device(o.device))
-            db_sample = to_db(scene.samples[0][0], plan.units, float(data.get("calibration_db", 0.0)))
-            mapper, method = scene_mapper(o.method, model, db_sample, bands[0], data, o.baseline,
-                                          (model_info or {}).get("checkpoint") or "the checkpoint")
+                check_tile(model, plan.tile, torch.device(o.device), len(bands) if plan.stacked else 1)
+            band = plan.backscatter
+            db_sample = to_db(scene.samples[band][0], plan.units, float(data.get("calibration_db", 0.0)))
+            mapper, method = scene_mapper(o.method, model, db_sample, bands[band], data, o.baseline,
+                                          (model_info or {}).get("checkpoint") or "the checkpoint", band)
             with OutputSet() as files:
                 result = write_products(mapper, scene, layers, plan, outputs, files,
                                         provenance_tags(model_info, o, inputs, plan.temperature))
@@ -267,7 +294,8 @@ def scene_summary(result: dict, scene: Scene, plan: Plan, outputs: SceneOutputs,
         info["checkpoint_sha256"] = file_sha256(Path(info["checkpoint"]))
     timings = {**result["timings"], "total_s": time.perf_counter() - started}
     return {**stats, "band": ",".join(scene.bands), "units": plan.units, "tile": plan.tile, "overlap": plan.overlap,
-            "batch_size": o.batch_size, "threshold": o.threshold, "tta": o.tta, "fuse": o.fuse,
+            "batch_size": o.batch_size, "threshold": o.threshold, "tta": o.tta,
+            "fuse": None if plan.stacked else o.fuse, "stacked": plan.stacked,
             "water_fraction": sink.water / max(sink.valid, 1),
             "nodata_pixels": stats["height"] * stats["width"] - sink.valid,
             "megapixels_per_s": megapixels / max(stats["seconds"], 1e-9),

@@ -11,7 +11,9 @@ so memory does not grow with the scene's height (a 20000 x 20000 scene needs a f
 Readers and writers of files: lib/mapping/rasters.py; sinks: lib/mapping/sinks.py.
 
 Several bands (VV and VH of a band-agnostic model): the model runs on each band and the blended
-probabilities are fused per pixel (`fuse_bands`: mean of the bands with data there, or max). Test-time
+probabilities are fused per pixel (`fuse_bands`: mean of the bands with data there, or max). A model
+trained with the bands stacked as input channels (INPUT_BANDS, `stacked`) gets them at once, [N, C, tile,
+tile], each band normalized with its own range, and gives one probability, no-data where any band is. Test-time
 augmentation (`tta` "flip": 4 views, "d4": 8): every tile is also run flipped / rotated, mapped back and
 averaged; the spread over views and bands is the per-pixel uncertainty.
 
@@ -83,12 +85,13 @@ def pad_to(array: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.pad(array, ((0, pad_h), (0, pad_w)), mode=mode)
 
 
-def check_tile(model: nn.Module, tile: int, device: torch.device) -> None:
+def check_tile(model: nn.Module, tile: int, device: torch.device, channels: int = 1) -> None:
     """One dummy forward pass at the tile size, so a tile the model cannot take fails with a clear
-    message before any work (PSPMixer needs its image_size; smp models need multiples of their stride)."""
+    message before any work (PSPMixer needs its image_size; smp models need multiples of their stride);
+    channels: the input channels (a stacked model's bands)."""
     try:
         with torch.inference_mode():
-            out = model(torch.zeros(1, 1, tile, tile, device=device))
+            out = model(torch.zeros(1, channels, tile, tile, device=device))
     except Exception as error:  # noqa: BLE001 - every model reports its own constraint
         raise InferenceError(f"the model cannot run on {tile}x{tile} tiles: {error}. "
                              f"Use --tile with a size it accepts (the checkpoint's image_size always works)") from None
@@ -224,7 +227,8 @@ def hand_over(sink: Sink, row0: int, probability: np.ndarray, variance: np.ndarr
 def predict_tiled(model: nn.Module, reader: Reader, sink: Sink, preprocess: Callable | list, *, tile: int = 256,
                   overlap: int = 64, batch_size: int = 8, device: str | torch.device = "cpu",
                   progress: bool = True, precision: str = "fp32", tta: str = "none", fuse: str = "mean",
-                  uncertainty: bool = False, check: bool = True, hand_rows: bool = False) -> dict:
+                  uncertainty: bool = False, check: bool = True, hand_rows: bool = False,
+                  stacked: bool = False) -> dict:
     """Run `model` over the whole scene of `reader`, tile by tile, and hand finished rows to `sink`
     top to bottom. A reader of several bands (polarisations) runs the model on each band, with that
     band's `preprocess` (a list, one per band), and fuses their probabilities (`fuse`: mean or max).
@@ -233,8 +237,9 @@ def predict_tiled(model: nn.Module, reader: Reader, sink: Sink, preprocess: Call
     precision: "fp32", or "bf16"/"fp16" autocast (lib.runtime.autocast); the blending is float32 either
     way. check: run `check_tile` first (False when the caller has). hand_rows: also hand the sink the rows
     it read (`raw=` [bands, rows, width]) and their model input (`images=`, one [rows, width] per band),
-    so that products made from the backscatter need not read the scene again. Returns {height, width,
-    tiles, seconds}."""
+    so that products made from the backscatter need not read the scene again. stacked: the bands are the
+    model's input channels (one pass, one probability; `fuse` unused). Returns {height, width, tiles,
+    seconds}."""
     device = torch.device(device)
     height, width = reader.height, reader.width
     if height < 1 or width < 1:
@@ -244,12 +249,13 @@ def predict_tiled(model: nn.Module, reader: Reader, sink: Sink, preprocess: Call
     if fuse not in FUSE:
         raise InferenceError(f"--fuse must be one of {', '.join(FUSE)}, got {fuse!r}")
     views = tta_views(tta)
-    if check:
-        check_tile(model, tile, device)
     preprocessors = list(preprocess) if isinstance(preprocess, (list, tuple)) else [preprocess]
+    if check:
+        check_tile(model, tile, device, len(preprocessors) if stacked else 1)
     rows, cols = tile_origins(height, tile, overlap), tile_origins(width, tile, overlap)
-    blender = StripBlender(len(preprocessors), tile, width, overlap, uncertainty and len(views) > 1)
-    cols_per_batch = max(1, batch_size // len(preprocessors))
+    outputs = 1 if stacked else len(preprocessors)  # probabilities per pixel before fusion
+    blender = StripBlender(outputs, tile, width, overlap, uncertainty and len(views) > 1)
+    cols_per_batch = max(1, batch_size // outputs)
     started = time.perf_counter()
     bar = tqdm(total=len(rows) * len(cols), desc="tiles", unit="tile", disable=None if progress else True,
                mininterval=1.0, smoothing=0.1)
@@ -258,13 +264,14 @@ def predict_tiled(model: nn.Module, reader: Reader, sink: Sink, preprocess: Call
         row1 = min(row0 + tile, height)
         raw = clock.lap("read", reader.read(row0, row1))
         images, invalid = preprocess_strip(raw, preprocessors)
+        invalid = invalid.any(axis=0, keepdims=True) if stacked else invalid
         strips = clock.lap("normalize", [pad_to(image, tile, max(width, tile)) for image in images])
         for start in range(0, len(cols), cols_per_batch):
             batch_cols = cols[start:start + cols_per_batch]
-            batch = torch.from_numpy(np.stack([s[:, c:c + tile] for s in strips for c in batch_cols])[:, None])
+            batch = torch.from_numpy(tile_batch(strips, batch_cols, tile, stacked))
             mean, variance = clock.lap("inference", tta_probabilities(model, batch.to(device), views, device,
                                                                       precision, blender.variance is not None))
-            shape = (len(strips), len(batch_cols), tile, tile)
+            shape = (outputs, len(batch_cols), tile, tile)
             blender.add(mean.reshape(shape), None if variance is None else variance.reshape(shape), batch_cols,
                         row1 - row0)
             clock.lap("blend")
@@ -280,10 +287,18 @@ def predict_tiled(model: nn.Module, reader: Reader, sink: Sink, preprocess: Call
             "tta_views": len(views), "seconds": time.perf_counter() - started, "stages_s": clock.seconds}
 
 
+def tile_batch(strips: list[np.ndarray], cols: list[int], tile: int, stacked: bool) -> np.ndarray:
+    """The model input of the tiles at `cols` of a strip: stacked [cols, bands, tile, tile]; else one band per
+    item, band-major [bands x cols, 1, tile, tile]."""
+    if stacked:
+        return np.stack([np.stack([s[:, c:c + tile] for s in strips]) for c in cols])
+    return np.stack([s[:, c:c + tile] for s in strips for c in cols])[:, None]
+
+
 def tta_probabilities(model: nn.Module, batch: torch.Tensor, views: list, device: torch.device,
                       precision: str, with_variance: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """Mean (and, with_variance, variance) over the TTA views of the water probabilities of a
-    [N, 1, tile, tile] batch, each view mapped back to the tile's orientation: [N, tile, tile] float32."""
+    [N, C, tile, tile] batch, each view mapped back to the tile's orientation: [N, tile, tile] float32."""
     total, each = None, []
     for view in views:
         with autocast(device, precision):

@@ -261,3 +261,26 @@ def test_checkpoint_is_scored_on_every_chip_without_training(bench_run, chips_ro
 def test_bad_methods_or_checkpoint_is_one_error(chips_root, args, message):
     with pytest.raises(ConfigError, match=message):
         benchmark_real.main([str(chips_root), *args])
+
+
+def test_methods_map_each_chip_with_a_stacked_fold_model(chips_root, tmp_path, monkeypatch):
+    """INPUT_BANDS=VV+VH folds: the model maps both bands at once (one column for both), the threshold and
+    the ensemble each band's threshold (predict.py --threshold-band)."""
+    monkeypatch.setattr(subprocess, "run", run_in_process)
+    out = tmp_path / "stacked"
+    benchmark_real.main([str(chips_root), f"OUTPUT_DIR={out}", *TINY, "TRAIN_BANDS=VV,VH", "INPUT_BANDS=VV+VH",
+                         "CHIPS=lake,dry", "METHODS=model,threshold,ensemble"])
+    document = json.loads((out / "benchmark_real_methods.json").read_text())
+    assert document["bands"] == ["VV", "VH"]
+    groups = find_groups(chips_root)
+    for chip in ("lake", "dry"):
+        record = json.loads((out / chip / "score.json").read_text())["methods"]
+        patches = sorted(groups[chip], key=lambda p: p.patch_id)
+        label = np.concatenate([np.load(p.label) for p in patches], axis=1)
+        assert record["counts"]["model"]["VV"] == record["counts"]["model"]["VH"]
+        for band in ("VV", "VH"):
+            image = np.concatenate([np.load(p.bands[band]) for p in patches], axis=1)
+            water, truth = image < record["thresholds"][band]["threshold_db"], label == 1
+            assert record["counts"]["threshold"][band] == [int((water & truth).sum()), int((water & ~truth).sum()),
+                                                           int((~water & truth).sum()), int((~water & ~truth).sum())]
+            assert sum(record["counts"]["ensemble"][band]) == label.size

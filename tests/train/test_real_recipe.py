@@ -137,9 +137,10 @@ def test_input_bands_checkpoint_rebuilds_with_two_channels(real_like, tmp_path):
     assert checkpoint["model"]["args"] == {"width": 8, "in_channels": 2}
     assert checkpoint["data"]["input_bands"] == ["VV", "VH"]
     assert model(torch.zeros(1, 2, SIZE, SIZE)).shape == (1, 1, SIZE, SIZE)
-    import predict  # one band per pass: refused in one line, not a shape error deep in the model
-    with pytest.raises(SystemExit, match="error: .*INPUT_BANDS=VV\\+VH.*evaluate.py"):
-        predict.main([str(tmp_path / "stack" / "last.pt"), str(tmp_path / "in.tif"), str(tmp_path / "out.tif")])
+    import predict  # one band of a stacked model: refused in one line, not a shape error deep in the model
+    with pytest.raises(SystemExit, match="error: .*INPUT_BANDS=VV\\+VH.*--band must name exactly VV,VH"):
+        predict.main([str(tmp_path / "stack" / "last.pt"), str(tmp_path / "in.tif"), str(tmp_path / "out.tif"),
+                      "--band", "VV"])
     plain = tiny_constants(real_like, tmp_path / "plain", TRAIN_BANDS=("VV", "VH"))
     train(plain, "UnetLight", {"width": 8})
     assert "input_bands" not in load_model(tmp_path / "plain" / "last.pt")[1]["data"]  # band-agnostic: as before
