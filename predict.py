@@ -82,7 +82,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                          f"{BATCH_SIZE['cuda']} on CUDA)")
     parser.add_argument("--method", default=METHOD, help="model, threshold (per-scene split of the band's "
                         f"histogram) or ensemble (both); default {METHOD}, the best with a checkpoint trained on real "
-                        f"SAR; with a demo-trained one, threshold on VH maps better (docs/flood-mapping.md)")
+                        f"SAR; with a demo-trained one, ensemble (or threshold) on VH maps better (docs/flood-mapping.md)")
     parser.add_argument("--threshold-band", help="checkpoint trained with INPUT_BANDS: the band of --method "
                         "threshold/ensemble and of --flags' contrast test (default VH when an input band, else the first)")
     parser.add_argument("--threshold", type=float, default=THRESHOLD, help=f"probability threshold ({THRESHOLD})")
