@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lib.mapping.rasters import BlockRows
 from lib.mapping.vector import pixel_sides_m
 
 NO_DATA, LOW_CONTRAST, STEEP_SLOPE, EXCLUDED = 1, 2, 4, 8
@@ -63,35 +64,27 @@ class FlagsWriter:
     def __init__(self, writer, span_db: float, grid: dict, dem=None, block: int = BLOCK, band: int = 0):
         self.writer, self.span_db, self.grid, self.dem, self.block = writer, span_db, grid, dem, block
         self.band = band
-        self.pending: list[tuple] = []
-        self.start = self.count = 0
+        self.rows = BlockRows(block)
 
     def add(self, row0: int, water: np.ndarray, input_invalid: np.ndarray, excluded: np.ndarray,
             image: np.ndarray) -> None:
         """Rows from row0 on: water, the input's no-data, the exclusion and the backscatter band's model input
         (the engine's normalized rows: the scene is not read again)."""
-        self.pending.append((water, input_invalid, excluded, image))
-        self.count += len(water)
-        if self.count >= self.block:
-            self._flush(self.count - self.count % self.block)
+        self._flag(self.rows.add(row0, water, input_invalid, excluded, image))
 
-    def _flush(self, n: int) -> None:
-        if n <= 0:
+    def _flag(self, taken) -> None:
+        if taken is None:
             return
-        water, invalid, excluded, image = (np.concatenate(parts) for parts in zip(*self.pending))
-        row0, row1 = self.start, self.start + n
-        flags = np.where(invalid[:n], NO_DATA, 0).astype(np.uint8)
-        valid = ~invalid[:n] & ~excluded[:n]
-        flags[low_contrast(water[:n] & valid, valid, image[:n] * self.span_db, self.block)] |= LOW_CONTRAST
+        row0, (water, invalid, excluded, image) = taken
+        flags = np.where(invalid, NO_DATA, 0).astype(np.uint8)
+        valid = ~invalid & ~excluded
+        flags[low_contrast(water & valid, valid, image * self.span_db, self.block)] |= LOW_CONTRAST
         if self.dem is not None:
-            flags[slope_degrees(self.dem, self.grid, row0, row1) > STEEP_SLOPE_DEG] |= STEEP_SLOPE
-        flags[excluded[:n]] |= EXCLUDED
+            flags[slope_degrees(self.dem, self.grid, row0, row0 + len(flags)) > STEEP_SLOPE_DEG] |= STEEP_SLOPE
+        flags[excluded] |= EXCLUDED
         self.writer.write(row0, flags)
-        rest = (water[n:], invalid[n:], excluded[n:], image[n:])
-        self.pending = [rest] if len(rest[0]) else []
-        self.start, self.count = row1, self.count - n
 
     def close(self) -> None:
         """Write the last rows (a part block) and close the writer underneath."""
-        self._flush(self.count)
+        self._flag(self.rows.take_all())
         self.writer.close()

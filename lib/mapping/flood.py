@@ -95,18 +95,28 @@ class BeforeLayers:
                  threshold: float = 0.5):
         self.pre, self.reference = pre_probability, reference
         self.reference_threshold, self.threshold = reference_threshold, threshold
+        self._last: tuple = (None, {})  # the rows read last: the flood and layer sinks take the same rows
 
     @property
     def any(self) -> bool:
         return self.pre is not None or self.reference is not None
 
+    def values(self, row0: int, row1: int) -> dict[str, np.ndarray]:
+        """{"pre": ..., "reference": ...} of rows [row0, row1) as read, each layer read once for those rows."""
+        layers = {"pre": self.pre, "reference": self.reference}
+        key = (row0, row1, *map(id, layers.values()))  # a layer set later (the pre-event pass) is read anew
+        if self._last[0] != key:
+            self._last = (key, {name: layer.read(row0, row1) for name, layer in layers.items() if layer is not None})
+        return self._last[1]
+
     def read(self, row0: int, row1: int) -> tuple[np.ndarray, np.ndarray]:
         """(water before, known before) for rows [row0, row1)."""
         water = known = None
-        for layer, is_water in ((self.pre, lambda v: v >= self.threshold), (self.reference, self.reference_water)):
-            if layer is None:
+        read = self.values(row0, row1)
+        for name, is_water in (("pre", lambda v: v >= self.threshold), ("reference", self.reference_water)):
+            if name not in read:
                 continue
-            values = layer.read(row0, row1)
+            values = read[name]
             valid = np.isfinite(values)
             wet = valid & is_water(np.nan_to_num(values, nan=0.0))
             water = wet if water is None else water | wet

@@ -167,38 +167,56 @@ class ArrayWriter:
             self.array.flush()
 
 
+class BlockRows:
+    """Rows that arrive in order, handed on a whole number of `block` rows at a time (the rest by `take_all`).
+    Each item is a tuple of arrays cut along the same rows (a raster's rows, or several layers of them)."""
+
+    def __init__(self, block: int):
+        self.block = block
+        self.pending: list[tuple] = []
+        self.start = 0        # first row of the pending rows
+        self.count = 0        # rows pending
+
+    def add(self, row0: int, *parts: np.ndarray) -> tuple[int, tuple] | None:
+        """Add rows from row0 on; (first row, the parts) of the whole blocks now complete, else None."""
+        if row0 != self.start + self.count:
+            raise RuntimeError(f"rows must arrive in order: expected row {self.start + self.count}, got {row0}")
+        self.pending.append(tuple(np.asarray(part) for part in parts))
+        self.count += len(parts[0])
+        return self.take(self.count - self.count % self.block) if self.count >= self.block else None
+
+    def take_all(self) -> tuple[int, tuple] | None:
+        return self.take(self.count)
+
+    def take(self, n: int) -> tuple[int, tuple] | None:
+        if n <= 0:
+            return None
+        joined = tuple(np.concatenate(rows) if len(self.pending) > 1 else rows[0] for rows in zip(*self.pending))
+        rest = tuple(rows[n:] for rows in joined)
+        self.pending = [rest] if len(rest[0]) else []
+        start, self.start, self.count = self.start, self.start + n, self.count - n
+        return start, tuple(rows[:n] for rows in joined)
+
+
 class RasterWriter:
     """Writes rows into band 1 of an open rasterio dataset. Rows are buffered and written a whole block
     row at a time, so a compressed, tiled GeoTIFF gets every block exactly once."""
 
     def __init__(self, dataset):
         self.dataset = dataset
-        self.block = dataset.block_shapes[0][0]
-        self.pending: list[np.ndarray] = []
-        self.start = 0        # first row of the pending buffer
-        self.count = 0        # rows pending
+        self.rows = BlockRows(dataset.block_shapes[0][0])
 
     def write(self, row0: int, rows: np.ndarray) -> None:
-        if row0 != self.start + self.count:
-            raise RuntimeError(f"rows must arrive in order: expected row {self.start + self.count}, got {row0}")
-        self.pending.append(np.asarray(rows))
-        self.count += len(rows)
-        if self.count >= self.block:
-            self._flush(self.count - self.count % self.block)
+        self._write(self.rows.add(row0, rows))
 
-    def _flush(self, n: int) -> None:
+    def _write(self, taken) -> None:
         from rasterio.windows import Window
-        if n <= 0:
-            return
-        buffer = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
-        self.dataset.write(buffer[:n], 1, window=Window(0, self.start, self.dataset.width, n))
-        rest = buffer[n:]
-        self.pending = [rest] if len(rest) else []
-        self.start += n
-        self.count -= n
+        if taken is not None:
+            start, (buffer,) = taken
+            self.dataset.write(buffer, 1, window=Window(0, start, self.dataset.width, len(buffer)))
 
     def close(self) -> None:
-        self._flush(self.count)
+        self._write(self.rows.take_all())
 
 
 def create_scratch(path: Path, grid: dict, dtype: str, nodata):

@@ -103,7 +103,7 @@ class FloodSink:
             excluded = np.isfinite(values) & (values != 0)
         classes = flood_classes(water, invalid, before_water, before_known, excluded)
         if self.change is not None:
-            pre = None if self.before.pre is None else self.before.pre.read(row0, row1)
+            pre = self.before.values(row0, row1).get("pre")
             classes = self.change.apply(row0, classes, probability, pre, post=extra.get("raw"))
         self.tally.add(row0, classes)
         self.writer.write(row0, classes)

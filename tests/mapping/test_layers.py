@@ -300,3 +300,18 @@ def test_many_scenes_get_every_layer(threshold_checkpoint, flood_case, tmp_path)
     water_now = np.where(post < -13.3, 1, 0).astype(np.uint8)   # no --pre, no reference: water now
     water_now[np.isnan(post)] = NODATA
     assert np.array_equal(read(tmp_path / "maps" / "post_observed.tif")[0], water_now)
+
+
+def test_block_rows_hands_on_whole_blocks_in_order_and_the_rest_at_the_end():
+    from lib.mapping.rasters import BlockRows
+    rows = BlockRows(4)
+    a, b = np.arange(30).reshape(10, 3), np.arange(10)
+    assert rows.add(0, a[:3], b[:3]) is None
+    start, (got_a, got_b) = rows.add(3, a[3:9], b[3:9])
+    assert start == 0 and np.array_equal(got_a, a[:8]) and np.array_equal(got_b, b[:8])
+    with pytest.raises(RuntimeError, match="in order"):
+        rows.add(5, a[5:6], b[5:6])
+    rows.add(9, a[9:], b[9:])
+    start, (got_a, got_b) = rows.take_all()
+    assert start == 8 and np.array_equal(got_a, a[8:]) and np.array_equal(got_b, b[8:])
+    assert rows.take_all() is None
