@@ -43,6 +43,7 @@ from pathlib import Path
 
 from lib.bench.chip_table import markdown, summarize, write_outputs
 from lib.bench.chips import find_groups, link_fold
+from lib.cli import split_argument
 from lib.config import ConfigError, describe, parse_value, with_defaults
 from lib.errors import TrainingError
 
@@ -78,10 +79,7 @@ def parse_argv(argv: list[str]) -> tuple[Path, dict, dict]:
         raise ConfigError(f"the first argument is DATA_ROOT (a prepared dataset), got {argv[0]!r}")
     own, passed = dict(OWN), {}
     for arg in argv[1:]:
-        name, sep, text = arg.partition("=")
-        name = name.strip().lstrip("-")
-        if not sep or not name:
-            raise ConfigError(f"cannot read argument {arg!r}: expected NAME=value, e.g. EPOCHS=2")
+        name, text = split_argument(arg)
         if name in OWN:
             own[name] = parse_value(name, text, OWN[name])
             if name == "BATCH_SIZE":  # the training scripts' constant too: BATCH_SIZE=4 means 4 patches a step

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lib.cli import split_argument
 from lib.errors import ConfigError, TrainingError
 from lib_kd.model_kd import ROOT
 from lib_kd.study import as_list, run_command
@@ -41,7 +42,7 @@ def real_command(student: str, method: str, overrides: dict | None, seed: int, o
     teachers = Path(str(c["TEACHERS"]))
     single = run_command(student, method, overrides, seed, output, {**c, "TEACHER_CHECKPOINT": str(first_teacher(teachers))},
                          passed)
-    script, constants = single[1], [a for a in single[2:] if a.partition("=")[0] not in FOLD_OWN]
+    script, constants = single[1], [a for a in single[2:] if split_argument(a)[0] not in FOLD_OWN]
     command = [sys.executable, str(ROOT / "benchmark_real.py"), str(c["REAL_DATA"]), f"SCRIPT={script}", f"OUTPUT_DIR={output}"]
     if overrides is not None:
         command.append(f"TEACHERS={teachers}")

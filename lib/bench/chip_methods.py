@@ -23,6 +23,7 @@ from lib.bench.chip_table import cell, scores
 from lib.data.bands import band_unit
 from lib.errors import ConfigError
 from lib.mapping.options import SceneOptions
+from lib.train.baseline import counts
 
 PATCH_POSITION = re.compile(r"_r(\d+)c(\d+)$")
 
@@ -73,9 +74,7 @@ def write_scene(image: np.ndarray, path: Path) -> None:
 def confusion(mask: np.ndarray, label: np.ndarray) -> list[int]:
     """(tp, fp, fn, tn) of the labelled pixels that the mask maps (255 in either: left out)."""
     scored = np.isin(label, (0, 1)) & (mask != 255)
-    water, truth = mask[scored] == 1, label[scored] == 1
-    return [int((water & truth).sum()), int((water & ~truth).sum()), int((~water & truth).sum()),
-            int((~water & ~truth).sum())]
+    return counts(mask[scored] == 1, label[scored] == 1).tolist()
 
 
 def map_chip(model, checkpoint: dict, path: Path, patches: list, bands: list[str], methods: list[str]) -> dict:
@@ -99,9 +98,9 @@ def map_chip(model, checkpoint: dict, path: Path, patches: list, bands: list[str
                     continue
                 options = SceneOptions(bands=None if stack else [band], threshold_band=band if stack else None,
                                        method=method, baseline=checkpoint.get("baseline"), progress=False)
-                counts, summary = map_and_score(model, checkpoint, path, scene, label, options,
+                tally, summary = map_and_score(model, checkpoint, path, scene, label, options,
                                                 Path(folder) / f"{band}_{method}_water.tif")
-                record["counts"][method][band] = counts
+                record["counts"][method][band] = tally
                 if method != "model":
                     record["thresholds"][band] = {k: summary["method"].get(k) for k in
                                                   ("threshold_db", "source", "separability")}
